@@ -1,0 +1,478 @@
+//! Event handling: parse, dispatch, and answer exactly once.
+
+use crate::logging::{register_secret, scrub};
+use crate::props::{self, Properties};
+use crate::response::{error_chain, redact_url, ResponseBody, Sender, Status, UrlPolicy};
+use crate::{Context, CustomResource, Outcome, Request, RequestKind};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Physical ID of a Create that failed before producing one. The Delete that rollback sends for
+/// it succeeds at once, without calling the handler: there is nothing to delete.
+pub const FAILED_CREATE_PREFIX: &str = "cfn-create-failed:";
+
+/// The event key under which a continuation carries its progress.
+pub const CONTINUATION_KEY: &str = "CustomResourceContinuation";
+
+/// Env var that lets tests send responses to `http://127.0.0.1`. Production never sets it.
+pub const TEST_LOOPBACK_ENV: &str = "CUSTOM_RESOURCE_TEST_ALLOW_LOOPBACK_RESPONSE_URL";
+/// Env var overriding the deadline margin, in seconds.
+pub const DEADLINE_MARGIN_ENV: &str = "CUSTOM_RESOURCE_DEADLINE_MARGIN_SECONDS";
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How long before the Lambda deadline the handler is stopped so that the FAILED response
+    /// still goes out (with retries) before Lambda kills the process.
+    pub deadline_margin: Duration,
+    pub url_policy: UrlPolicy,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            deadline_margin: Duration::from_secs(10),
+            url_policy: UrlPolicy::AwsS3Only,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Production defaults, adjusted by [`DEADLINE_MARGIN_ENV`] and (tests only)
+    /// [`TEST_LOOPBACK_ENV`].
+    pub fn from_env() -> Self {
+        let mut config = RuntimeConfig::default();
+        if let Some(secs) = std::env::var(DEADLINE_MARGIN_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+        {
+            config.deadline_margin = Duration::from_secs_f64(secs);
+        }
+        if std::env::var(TEST_LOOPBACK_ENV).as_deref() == Ok("1") {
+            config.url_policy = UrlPolicy::AlsoLoopbackForTests;
+        }
+        config
+    }
+}
+
+/// Hands unfinished work to a fresh invocation (e.g. an async self-invoke of the Lambda).
+pub trait Continuation: Send + Sync + 'static {
+    /// `event` is the original CloudFormation event with the progress under
+    /// [`CONTINUATION_KEY`]; the runtime does not answer CloudFormation when this succeeds.
+    fn continue_with(
+        &self,
+        ctx: &Context,
+        event: Value,
+    ) -> impl Future<Output = Result<(), ContinuationError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ContinuationError(pub String);
+
+/// For functions that always finish in one invocation.
+pub struct NoContinuation;
+
+impl Continuation for NoContinuation {
+    async fn continue_with(&self, _: &Context, _: Value) -> Result<(), ContinuationError> {
+        Err(ContinuationError(
+            "this function cannot continue in a new invocation".into(),
+        ))
+    }
+}
+
+/// Serves `resource` on the Lambda runtime API until the process ends.
+pub async fn run<R: CustomResource>(resource: R) -> Result<(), lambda_runtime::Error> {
+    run_with(resource, NoContinuation, RuntimeConfig::from_env()).await
+}
+
+pub async fn run_with<R: CustomResource, C: Continuation>(
+    resource: R,
+    continuation: C,
+    config: RuntimeConfig,
+) -> Result<(), lambda_runtime::Error> {
+    let resource = Arc::new(resource);
+    let continuation = Arc::new(continuation);
+    let sender = Sender::new();
+    let config = Arc::new(config);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (resource, continuation, sender, config) = (
+            resource.clone(),
+            continuation.clone(),
+            sender.clone(),
+            config.clone(),
+        );
+        async move {
+            let deadline = lambda_deadline(event.context.deadline());
+            let arn = event.context.invoked_function_arn.clone();
+            handle_event(
+                &resource,
+                &continuation,
+                &sender,
+                &config,
+                event.payload,
+                deadline,
+                arn,
+            )
+            .await
+            .map_err(lambda_runtime::Error::from)
+        }
+    }))
+    .await
+}
+
+fn lambda_deadline(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+/// The fields every event carries, read leniently so that even a malformed event is answered.
+struct Envelope {
+    request_type: String,
+    response_url: String,
+    stack_id: String,
+    request_id: String,
+    logical_resource_id: String,
+    resource_type: String,
+    physical_resource_id: Option<String>,
+}
+
+impl Envelope {
+    fn read(event: &Value) -> Self {
+        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Envelope {
+            request_type: field("RequestType"),
+            response_url: field("ResponseURL"),
+            stack_id: field("StackId"),
+            request_id: field("RequestId"),
+            logical_resource_id: field("LogicalResourceId"),
+            resource_type: field("ResourceType"),
+            physical_resource_id: event
+                .get("PhysicalResourceId")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        }
+    }
+}
+
+/// The answer for one event, before it becomes a body.
+struct Answer {
+    status: Status,
+    reason: Option<String>,
+    physical_resource_id: String,
+    data: std::collections::BTreeMap<String, String>,
+    no_echo: bool,
+}
+
+impl Answer {
+    fn failed(physical_resource_id: String, reason: impl Into<String>) -> Self {
+        Answer {
+            status: Status::Failed,
+            reason: Some(reason.into()),
+            physical_resource_id,
+            data: Default::default(),
+            no_echo: false,
+        }
+    }
+}
+
+/// Handles one event end to end. `Ok` once the event is answered (or deliberately not, for a
+/// refused URL or a continuation); `Err` when the response could not be delivered, so that
+/// Lambda's async retry gets another chance.
+pub async fn handle_event<R: CustomResource, C: Continuation>(
+    resource: &Arc<R>,
+    continuation: &Arc<C>,
+    sender: &Sender,
+    config: &RuntimeConfig,
+    event: Value,
+    lambda_deadline: Instant,
+    invoked_function_arn: String,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let env = Envelope::read(&event);
+    let span = tracing::info_span!(
+        "custom_resource",
+        request_type = %env.request_type,
+        logical_resource_id = %env.logical_resource_id,
+        stack_id = %env.stack_id,
+        resource_type = %env.resource_type,
+    );
+    async move {
+        // The query string is the presigned signature: keep it out of every log line.
+        if let Some((_, query)) = env.response_url.split_once('?') {
+            register_secret(query);
+        }
+        let url = match config.url_policy.check(&env.response_url) {
+            Ok(url) => url,
+            Err(why) => {
+                tracing::error!(reason = %why, "event not answered");
+                return Ok(());
+            }
+        };
+        let secret_values = secret_property_values::<R::Properties>(&event);
+        for value in &secret_values {
+            register_secret(value);
+        }
+        tracing::info!(
+            physical_resource_id = env.physical_resource_id.as_deref().unwrap_or(""),
+            continuation = event.get(CONTINUATION_KEY).is_some(),
+            "event received"
+        );
+        let handler_deadline = lambda_deadline
+            .checked_sub(config.deadline_margin)
+            .unwrap_or(lambda_deadline)
+            .max(Instant::now());
+        let ctx = Context {
+            handler_deadline,
+            invoked_function_arn,
+        };
+        let answer = match decide(resource, continuation, &ctx, &env, event).await {
+            Some(answer) => answer,
+            None => {
+                tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "continued in a new invocation");
+                return Ok(());
+            }
+        };
+        let reason = answer.reason.map(|r| scrub(&r));
+        let outcome = match answer.status {
+            Status::Success => "SUCCESS",
+            Status::Failed => "FAILED",
+        };
+        let body = ResponseBody {
+            status: answer.status,
+            reason: reason.clone(),
+            physical_resource_id: answer.physical_resource_id.clone(),
+            stack_id: env.stack_id.clone(),
+            request_id: env.request_id.clone(),
+            logical_resource_id: env.logical_resource_id.clone(),
+            no_echo: answer.no_echo,
+            data: answer.data,
+        };
+        // Leave a sliver for the process to report back to Lambda.
+        let send_deadline = lambda_deadline
+            .checked_sub(Duration::from_millis(300))
+            .unwrap_or(lambda_deadline);
+        match sender.put(&url, body.into_bytes(), send_deadline).await {
+            Ok(attempts) => {
+                tracing::info!(
+                    outcome,
+                    physical_resource_id = %answer.physical_resource_id,
+                    reason = reason.as_deref().unwrap_or(""),
+                    attempts,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "response sent"
+                );
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(
+                    outcome,
+                    url = %redact_url(&url),
+                    error = %err,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "response not delivered"
+                );
+                Err(format!("response not delivered: {err}"))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the handler and turns every way it can end into an answer (`None`: continued).
+async fn decide<R: CustomResource, C: Continuation>(
+    resource: &Arc<R>,
+    continuation: &Arc<C>,
+    ctx: &Context,
+    env: &Envelope,
+    mut event: Value,
+) -> Option<Answer> {
+    let marker = || format!("{FAILED_CREATE_PREFIX}{}", env.request_id);
+    let kind = match env.request_type.as_str() {
+        "Create" => RequestKind::Create,
+        "Update" => RequestKind::Update,
+        "Delete" => RequestKind::Delete,
+        other => {
+            let id = env.physical_resource_id.clone().unwrap_or_else(marker);
+            return Some(Answer::failed(
+                id,
+                format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
+            ));
+        }
+    };
+    let continuation_state = event
+        .as_object_mut()
+        .and_then(|m| m.remove(CONTINUATION_KEY));
+    // The ID to answer with when things go wrong: the existing one, or the marker on Create.
+    let fallback_id = match (kind, &env.physical_resource_id) {
+        (RequestKind::Create, _) | (_, None) => marker(),
+        (_, Some(id)) => id.clone(),
+    };
+    if kind == RequestKind::Delete && fallback_id.starts_with(FAILED_CREATE_PREFIX) {
+        tracing::info!("delete of a create that never succeeded: nothing to do");
+        return Some(Answer {
+            status: Status::Success,
+            reason: None,
+            physical_resource_id: fallback_id,
+            data: Default::default(),
+            no_echo: false,
+        });
+    }
+
+    let properties = match props::parse::<R::Properties>(
+        event.get("ResourceProperties").cloned().unwrap_or(Value::Null),
+        R::Properties::SECRETS,
+    ) {
+        Ok(p) => p,
+        Err(err) => return Some(Answer::failed(fallback_id, err.to_string())),
+    };
+    let old_properties = match kind {
+        RequestKind::Update => event
+            .get("OldResourceProperties")
+            .cloned()
+            .and_then(|old| {
+                props::parse::<R::Properties>(old, R::Properties::SECRETS)
+                    .map_err(|e| tracing::warn!(error = %e, "old properties do not parse; treating every property as changed"))
+                    .ok()
+            }),
+        _ => None,
+    };
+    let request = Request {
+        kind,
+        stack_id: env.stack_id.clone(),
+        request_id: env.request_id.clone(),
+        logical_resource_id: env.logical_resource_id.clone(),
+        resource_type: env.resource_type.clone(),
+        physical_resource_id: env.physical_resource_id.clone(),
+        properties,
+        old_properties,
+        continuation: continuation_state,
+    };
+
+    let task_resource = resource.clone();
+    let task_ctx = ctx.clone();
+    // A spawned task turns a panic into a JoinError instead of taking the process down.
+    let mut task = tokio::spawn(async move {
+        match request.kind {
+            RequestKind::Create => task_resource.create(&task_ctx, &request).await,
+            RequestKind::Update => task_resource.update(&task_ctx, &request).await,
+            RequestKind::Delete => task_resource.delete(&task_ctx, &request).await,
+        }
+    });
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        _ = tokio::time::sleep_until(ctx.handler_deadline) => {
+            task.abort();
+            return Some(Answer::failed(
+                fallback_id,
+                "the operation did not finish before the Lambda timeout and was stopped so that \
+                 CloudFormation gets an answer now; raise the function's Timeout (or reduce the \
+                 work, e.g. fewer accounts or regions per resource) and retry",
+            ));
+        }
+    };
+    let result = match joined {
+        Ok(result) => result,
+        Err(err) => {
+            let reason = match err.try_into_panic() {
+                Ok(payload) => format!(
+                    "internal error (panic): {}; this is a bug, please report it",
+                    panic_message(&payload)
+                ),
+                Err(_) => "internal error: the handler task was cancelled".to_string(),
+            };
+            tracing::error!(reason = %reason, "handler panicked");
+            return Some(Answer::failed(fallback_id, reason));
+        }
+    };
+    match result {
+        Ok(Outcome::Done(output)) => {
+            let physical_resource_id = match (output.physical_resource_id, kind) {
+                (Some(id), _) if !id.is_empty() => id,
+                (_, RequestKind::Create) => default_physical_id(env),
+                _ => fallback_id,
+            };
+            if kind == RequestKind::Update
+                && env.physical_resource_id.as_deref() != Some(physical_resource_id.as_str())
+            {
+                tracing::info!(
+                    old = env.physical_resource_id.as_deref().unwrap_or(""),
+                    new = %physical_resource_id,
+                    "replacement: CloudFormation will delete the old physical ID"
+                );
+            }
+            Some(Answer {
+                status: Status::Success,
+                reason: None,
+                physical_resource_id,
+                data: output.data,
+                no_echo: output.no_echo,
+            })
+        }
+        Ok(Outcome::Continue(state)) => {
+            let mut next = event;
+            if let Some(map) = next.as_object_mut() {
+                map.insert(CONTINUATION_KEY.to_string(), state);
+            }
+            match continuation.continue_with(ctx, next).await {
+                Ok(()) => None,
+                Err(err) => Some(Answer::failed(
+                    fallback_id,
+                    format!("could not continue the work in a new invocation: {err}"),
+                )),
+            }
+        }
+        Err(err) => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
+    }
+}
+
+/// `<stack name>-<logical id>-<request id prefix>`: unique per Create, readable in the console.
+fn default_physical_id(env: &Envelope) -> String {
+    let stack_name = env
+        .stack_id
+        .split('/')
+        .nth(1)
+        .unwrap_or("stack")
+        .to_string();
+    let suffix: String = env.request_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    format!("{stack_name}-{}-{suffix}", env.logical_resource_id)
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "no message".to_string()
+    }
+}
+
+/// String values of the secret properties, in the new and the old properties.
+fn secret_property_values<P: Properties>(event: &Value) -> Vec<String> {
+    let mut values = Vec::new();
+    for key in ["ResourceProperties", "OldResourceProperties"] {
+        for name in P::SECRETS {
+            collect_strings(event.get(key).and_then(|p| p.get(*name)), &mut values);
+        }
+    }
+    values
+}
+
+fn collect_strings(value: Option<&Value>, out: &mut Vec<String>) {
+    match value {
+        Some(Value::String(s)) => out.push(s.clone()),
+        Some(Value::Array(items)) => items.iter().for_each(|v| collect_strings(Some(v), out)),
+        Some(Value::Object(map)) => map.values().for_each(|v| collect_strings(Some(v), out)),
+        _ => {}
+    }
+}
