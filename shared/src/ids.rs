@@ -52,7 +52,9 @@ pub fn account_id(s: &str) -> Result<(), String> {
     if s.len() == 12 && all(s, |c| c.is_ascii_digit()) {
         Ok(())
     } else {
-        Err(format!("{s:?} is not an AWS account ID (expected 12 digits)"))
+        Err(format!(
+            "{s:?} is not an AWS account ID (expected 12 digits)"
+        ))
     }
 }
 
@@ -71,12 +73,10 @@ pub fn region(s: &str) -> Result<(), String> {
 
 /// `arn:<partition>:iam::<account>:role/<path/>name`.
 pub fn iam_role_arn(s: &str) -> Result<(), String> {
-    let err = || {
-        format!("{s:?} is not an IAM role ARN (expected arn:aws:iam::123456789012:role/name)")
-    };
+    let err =
+        || format!("{s:?} is not an IAM role ARN (expected arn:aws:iam::123456789012:role/name)");
     let parts: Vec<&str> = s.splitn(6, ':').collect();
-    if parts.len() != 6 || parts[0] != "arn" || !parts[1].starts_with("aws") || parts[2] != "iam"
-    {
+    if parts.len() != 6 || parts[0] != "arn" || !parts[1].starts_with("aws") || parts[2] != "iam" {
         return Err(err());
     }
     if !parts[3].is_empty() || account_id(parts[4]).is_err() {
@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn rejects_near_misses_with_the_expected_shape() {
-        assert!(organization_id("o-SHORT").unwrap_err().contains("o-k012345a67"));
+        assert!(organization_id("o-SHORT")
+            .unwrap_err()
+            .contains("o-k012345a67"));
         assert!(organization_id("o-ABCDEFGHIJK").is_err());
         assert!(root_id("r-12").is_err());
         assert!(root_id("ou-1234").is_err());

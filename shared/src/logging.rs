@@ -106,7 +106,12 @@ pub fn default_filter() -> EnvFilter {
 }
 
 /// JSON logs to stdout (CloudWatch picks them up), scrubbed. Safe to call more than once.
+/// Panics are logged through the same path: the default hook would print their message, which
+/// may quote a secret, unscrubbed to stderr (and so to CloudWatch).
 pub fn init() {
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %scrub(&info.to_string()), "panic");
+    }));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(default_filter())

@@ -190,6 +190,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+    #[allow(dead_code)] // fields exist to be parsed
     struct Sample {
         name: String,
         #[serde(default, deserialize_with = "opt_number")]
@@ -240,10 +241,8 @@ mod tests {
 
     #[test]
     fn a_secret_property_with_a_bad_type_is_named_without_its_value() {
-        let err = parse::<Sample>(json!({"Name": "a", "Token": ["s3cr3t-value"]}), &[
-            "Token",
-        ])
-        .unwrap_err();
+        let err = parse::<Sample>(json!({"Name": "a", "Token": ["s3cr3t-value"]}), &["Token"])
+            .unwrap_err();
         assert_eq!(err.property, "Token");
         assert!(!err.to_string().contains("s3cr3t-value"));
     }

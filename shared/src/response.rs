@@ -201,7 +201,10 @@ impl Sender {
     pub fn new() -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("apono-cfn-custom-resource/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "apono-cfn-custom-resource/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .expect("the HTTP client builds with static settings");
         Sender { client }
@@ -276,7 +279,11 @@ mod tests {
 
     fn body(reason: Option<String>, data: BTreeMap<String, String>) -> ResponseBody {
         ResponseBody {
-            status: if reason.is_some() { Status::Failed } else { Status::Success },
+            status: if reason.is_some() {
+                Status::Failed
+            } else {
+                Status::Success
+            },
             reason,
             physical_resource_id: "pid".into(),
             stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/guid".into(),
@@ -300,7 +307,9 @@ mod tests {
 
     #[test]
     fn oversized_data_on_success_becomes_failed_saying_why() {
-        let data = (0..100).map(|i| (format!("Key{i}"), "x".repeat(100))).collect();
+        let data = (0..100)
+            .map(|i| (format!("Key{i}"), "x".repeat(100)))
+            .collect();
         let bytes = body(None, data).into_bytes();
         assert!(bytes.len() <= MAX_BODY_BYTES);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -320,7 +329,9 @@ mod tests {
             "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/a",
         ];
         for url in ok {
-            UrlPolicy::AwsS3Only.check(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            UrlPolicy::AwsS3Only
+                .check(url)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         let refused = [
             "http://s3.amazonaws.com/bucket/key",

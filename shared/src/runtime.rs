@@ -146,7 +146,13 @@ struct Envelope {
 
 impl Envelope {
     fn read(event: &Value) -> Self {
-        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let field = |k: &str| {
+            event
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         Envelope {
             request_type: field("RequestType"),
             response_url: field("ResponseURL"),
@@ -237,7 +243,10 @@ pub async fn handle_event<R: CustomResource, C: Continuation>(
         let answer = match decide(resource, continuation, &ctx, &env, event).await {
             Some(answer) => answer,
             None => {
-                tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "continued in a new invocation");
+                tracing::info!(
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "continued in a new invocation"
+                );
                 return Ok(());
             }
         };
@@ -329,7 +338,10 @@ async fn decide<R: CustomResource, C: Continuation>(
     }
 
     let properties = match props::parse::<R::Properties>(
-        event.get("ResourceProperties").cloned().unwrap_or(Value::Null),
+        event
+            .get("ResourceProperties")
+            .cloned()
+            .unwrap_or(Value::Null),
         R::Properties::SECRETS,
     ) {
         Ok(p) => p,
@@ -443,7 +455,12 @@ fn default_physical_id(env: &Envelope) -> String {
         .nth(1)
         .unwrap_or("stack")
         .to_string();
-    let suffix: String = env.request_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    let suffix: String = env
+        .request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
     format!("{stack_name}-{}-{suffix}", env.logical_resource_id)
 }
 

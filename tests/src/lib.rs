@@ -1,1 +1,37 @@
+//! The hermetic test bench: moto on a free loopback port, a recording response receiver with
+//! fault injection, CloudFormation event builders, and an in-process driver for handlers.
+//! Nothing here talks to real AWS or the real Apono API.
 
+pub mod demo;
+pub mod events;
+pub mod invoke;
+pub mod moto;
+pub mod receiver;
+
+use std::path::PathBuf;
+
+/// The workspace root (where `.venv` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// A tool from the project virtualenv, or from PATH if the venv does not have it.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let in_venv = workspace_root().join(".venv/bin").join(name);
+    if in_venv.exists() {
+        in_venv
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (released before return; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

@@ -1,1 +1,308 @@
+//! `Custom::OrganizationInfo`: makes the organization ID, root ID and management account
+//! outputs instead of things users must look up and type, and refuses clearly when the stack is
+//! deployed where it cannot work.
 
+pub mod api;
+
+use api::{OrgApi, OrgDescription};
+use custom_resource::aws::ApiError;
+use custom_resource::props::{opt_boolean, opt_string};
+use custom_resource::{
+    ids, Context, CustomResource, HandlerResult, Outcome, Output, Properties, PropertyError,
+    Request,
+};
+use serde::Deserialize;
+
+/// Regions where Amazon EKS is offered (commercial partition). Intersected with the account's
+/// enabled regions to give the `Regions` output; the EKS function takes a `Regions` property
+/// to override it should AWS add a region before this list is updated.
+pub const EKS_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-north-1",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "mx-central-1",
+    "sa-east-1",
+];
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OrgInfoProps {
+    /// Optional: checked against the real organization.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub organization_id: Option<String>,
+    /// Optional: checked against the organization's roots.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub root_id: Option<String>,
+    /// Default true: refuse to run in a plain member account.
+    #[serde(default, deserialize_with = "opt_boolean")]
+    pub require_management_account: Option<bool>,
+    /// Default false: activate StackSets trusted access when it is off instead of failing.
+    #[serde(default, deserialize_with = "opt_boolean")]
+    pub activate_stack_sets_trusted_access: Option<bool>,
+}
+
+impl Properties for OrgInfoProps {
+    fn validate(&self) -> Result<(), PropertyError> {
+        if let Some(id) = &self.organization_id {
+            ids::organization_id(id).map_err(|m| PropertyError::new("OrganizationId", m))?;
+        }
+        if let Some(id) = &self.root_id {
+            ids::root_id(id).map_err(|m| PropertyError::new("RootId", m))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrgError {
+    #[error("this account ({account}) is not part of an AWS Organization: deploy this stack in the management account of your organization, or deploy it with Scope=Account to onboard this single account")]
+    NotInOrganization { account: String },
+    #[error("this stack runs in account {account}, a member of organization {organization} that is neither its management account nor a delegated administrator for CloudFormation StackSets: deploy the stack in the management account {management} instead (or set RequireManagementAccount=false to onboard without organization-wide access)")]
+    NotManagementAccount {
+        account: String,
+        organization: String,
+        management: String,
+    },
+    #[error("OrganizationId {given} does not match this account's organization {actual}: remove the OrganizationId override or correct it to {actual}")]
+    OrganizationMismatch { given: String, actual: String },
+    #[error("RootId {given} is not the root of organization {organization} (its root is {actual}): remove the RootId override or correct it to {actual}")]
+    RootMismatch {
+        given: String,
+        organization: String,
+        actual: String,
+    },
+    #[error("organization {organization} has no root visible to this account")]
+    NoRoot { organization: String },
+    #[error("CloudFormation StackSets trusted access is not active in organization {organization}, so the member-account roles cannot be deployed: in the management account run `aws cloudformation activate-organizations-access` (or CloudFormation console > StackSets > Activate trusted access), or redeploy with ActivateStackSetsTrustedAccess=true")]
+    TrustedAccessInactive { organization: String },
+    #[error("StackSets trusted access was activated but {organization} still reports it inactive; retry the deployment in a minute")]
+    TrustedAccessNotYetActive { organization: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// Everything this resource reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub organization_id: String,
+    pub root_id: String,
+    pub management_account_id: String,
+    pub is_management_account: bool,
+    pub is_delegated_administrator: bool,
+    /// `None` where this account may not list accounts.
+    pub active_account_count: Option<usize>,
+    pub regions: Vec<String>,
+    /// `None` where this account may not ask.
+    pub stacksets_trusted_access: Option<bool>,
+}
+
+impl Resolved {
+    pub fn output(&self) -> Output {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+        Output::new(self.organization_id.clone())
+            .with("OrganizationId", &self.organization_id)
+            .with("RootId", &self.root_id)
+            .with("ManagementAccountId", &self.management_account_id)
+            .with("IsManagementAccount", self.is_management_account)
+            .with("IsDelegatedAdministrator", self.is_delegated_administrator)
+            .with(
+                "ActiveAccountCount",
+                opt(self.active_account_count.map(|c| c.to_string())),
+            )
+            .with("Regions", self.regions.join(","))
+            .with(
+                "StackSetsTrustedAccess",
+                opt(self.stacksets_trusted_access.map(|b| b.to_string())),
+            )
+    }
+}
+
+/// The keys of `Data`, for the template contract test.
+pub const DATA_KEYS: &[&str] = &[
+    "OrganizationId",
+    "RootId",
+    "ManagementAccountId",
+    "IsManagementAccount",
+    "IsDelegatedAdministrator",
+    "ActiveAccountCount",
+    "Regions",
+    "StackSetsTrustedAccess",
+];
+
+pub struct OrgInfo<A> {
+    pub api: A,
+}
+
+impl<A: OrgApi> OrgInfo<A> {
+    pub fn new(api: A) -> Self {
+        OrgInfo { api }
+    }
+
+    /// Resolves everything, independent calls concurrently.
+    pub async fn resolve(&self, props: &OrgInfoProps) -> Result<Resolved, OrgError> {
+        let (account, org) =
+            tokio::try_join!(self.api.caller_account(), self.api.describe_organization())?;
+        let Some(OrgDescription {
+            id: organization_id,
+            management_account_id,
+        }) = org
+        else {
+            return Err(OrgError::NotInOrganization { account });
+        };
+        if let Some(given) = &props.organization_id {
+            if *given != organization_id {
+                return Err(OrgError::OrganizationMismatch {
+                    given: given.clone(),
+                    actual: organization_id,
+                });
+            }
+        }
+        let is_management_account = account == management_account_id;
+        let is_delegated_administrator = !is_management_account
+            && match self.api.delegated_administrators().await {
+                Ok(admins) => admins.contains(&account),
+                Err(ApiError::AccessDenied { .. }) => false,
+                Err(err) => return Err(err.into()),
+            };
+        let privileged = is_management_account || is_delegated_administrator;
+        if !privileged && props.require_management_account.unwrap_or(true) {
+            return Err(OrgError::NotManagementAccount {
+                account,
+                organization: organization_id,
+                management: management_account_id,
+            });
+        }
+
+        let regions = async {
+            let enabled = self.api.enabled_regions().await?;
+            Ok::<_, OrgError>(
+                EKS_REGIONS
+                    .iter()
+                    .filter(|r| enabled.iter().any(|e| e == *r))
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if !privileged {
+            // A member allowed to proceed: only what a member may read.
+            return Ok(Resolved {
+                root_id: props.root_id.clone().unwrap_or_default(),
+                organization_id,
+                management_account_id,
+                is_management_account,
+                is_delegated_administrator,
+                active_account_count: None,
+                regions: regions.await?,
+                stacksets_trusted_access: None,
+            });
+        }
+
+        let as_delegated_admin = !is_management_account;
+        let (roots, count, trusted, regions) = tokio::try_join!(
+            async { Ok::<_, OrgError>(self.api.root_ids().await?) },
+            async { Ok::<_, OrgError>(self.api.active_account_count().await?) },
+            async {
+                Ok::<_, OrgError>(
+                    self.api
+                        .stacksets_trusted_access(as_delegated_admin)
+                        .await?,
+                )
+            },
+            regions,
+        )?;
+        let actual_root = roots.first().cloned().ok_or_else(|| OrgError::NoRoot {
+            organization: organization_id.clone(),
+        })?;
+        if let Some(given) = &props.root_id {
+            if !roots.contains(given) {
+                return Err(OrgError::RootMismatch {
+                    given: given.clone(),
+                    organization: organization_id,
+                    actual: actual_root,
+                });
+            }
+        }
+        let root_id = props.root_id.clone().unwrap_or(actual_root);
+
+        let trusted = if trusted {
+            true
+        } else if props.activate_stack_sets_trusted_access.unwrap_or(false) && is_management_account
+        {
+            tracing::info!(organization = %organization_id, "activating StackSets trusted access");
+            self.api.activate_stacksets_trusted_access().await?;
+            if !self.api.stacksets_trusted_access(false).await? {
+                return Err(OrgError::TrustedAccessNotYetActive {
+                    organization: organization_id,
+                });
+            }
+            true
+        } else {
+            return Err(OrgError::TrustedAccessInactive {
+                organization: organization_id,
+            });
+        };
+
+        Ok(Resolved {
+            organization_id,
+            root_id,
+            management_account_id,
+            is_management_account,
+            is_delegated_administrator,
+            active_account_count: Some(count),
+            regions,
+            stacksets_trusted_access: Some(trusted),
+        })
+    }
+}
+
+impl<A: OrgApi> CustomResource for OrgInfo<A> {
+    type Properties = OrgInfoProps;
+
+    async fn create(&self, _: &Context, req: &Request<OrgInfoProps>) -> HandlerResult<Outcome> {
+        let resolved = self.resolve(&req.properties).await?;
+        tracing::info!(organization = %resolved.organization_id, root = %resolved.root_id, accounts = ?resolved.active_account_count, regions = resolved.regions.len(), "organization resolved");
+        Ok(resolved.output().into())
+    }
+
+    /// Re-resolves everything; the physical ID (the organization ID) stays unless the stack
+    /// now sees another organization.
+    async fn update(&self, ctx: &Context, req: &Request<OrgInfoProps>) -> HandlerResult<Outcome> {
+        self.create(ctx, req).await
+    }
+
+    /// Nothing to undo: this resource only reads (and never deactivates trusted access).
+    async fn delete(&self, _: &Context, _: &Request<OrgInfoProps>) -> HandlerResult<Outcome> {
+        Ok(Output::keep().into())
+    }
+}
+
+#[cfg(test)]
+mod tests;

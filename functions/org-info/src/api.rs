@@ -1,0 +1,205 @@
+//! What this function asks of AWS, behind a trait so that the decisions in `lib.rs` can be
+//! tested without a network.
+
+use aws_sdk_account::types::RegionOptStatus;
+use aws_sdk_cloudformation::types::{CallAs, OrganizationStatus};
+use custom_resource::aws::ApiError;
+use std::future::Future;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgDescription {
+    pub id: String,
+    pub management_account_id: String,
+}
+
+pub trait OrgApi: Send + Sync + 'static {
+    /// The account the function runs in.
+    fn caller_account(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// `None` when the account is in no organization.
+    fn describe_organization(
+        &self,
+    ) -> impl Future<Output = Result<Option<OrgDescription>, ApiError>> + Send;
+    fn root_ids(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// ACTIVE accounts, every page read.
+    fn active_account_count(&self) -> impl Future<Output = Result<usize, ApiError>> + Send;
+    /// Delegated administrators; AccessDenied from a plain member account.
+    fn delegated_administrators(
+        &self,
+    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    fn stacksets_trusted_access(
+        &self,
+        as_delegated_admin: bool,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    /// Only the management account can activate trusted access.
+    fn activate_stacksets_trusted_access(
+        &self,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Regions enabled for this account (opted in or on by default).
+    fn enabled_regions(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+}
+
+/// The real thing, one client per service, built once per process.
+#[derive(Clone)]
+pub struct AwsOrgApi {
+    pub organizations: aws_sdk_organizations::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub account: aws_sdk_account::Client,
+}
+
+impl AwsOrgApi {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        // Organizations and Account are global services served from us-east-1.
+        let global = aws_config::Region::new("us-east-1");
+        let organizations = aws_sdk_organizations::Client::from_conf(
+            aws_sdk_organizations::config::Builder::from(config)
+                .region(global.clone())
+                .build(),
+        );
+        let account = aws_sdk_account::Client::from_conf(
+            aws_sdk_account::config::Builder::from(config)
+                .region(global)
+                .build(),
+        );
+        AwsOrgApi {
+            organizations,
+            sts: aws_sdk_sts::Client::new(config),
+            cloudformation: aws_sdk_cloudformation::Client::new(config),
+            account,
+        }
+    }
+}
+
+fn call_as(as_delegated_admin: bool) -> CallAs {
+    if as_delegated_admin {
+        CallAs::DelegatedAdmin
+    } else {
+        CallAs::SelfValue
+    }
+}
+
+impl OrgApi for AwsOrgApi {
+    async fn caller_account(&self) -> Result<String, ApiError> {
+        let out = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk("sts:GetCallerIdentity", e))?;
+        Ok(out.account().unwrap_or_default().to_string())
+    }
+
+    async fn describe_organization(&self) -> Result<Option<OrgDescription>, ApiError> {
+        match self.organizations.describe_organization().send().await {
+            Ok(out) => {
+                let org = out.organization();
+                Ok(Some(OrgDescription {
+                    id: org.and_then(|o| o.id()).unwrap_or_default().to_string(),
+                    management_account_id: org
+                        .and_then(|o| o.master_account_id())
+                        .unwrap_or_default()
+                        .to_string(),
+                }))
+            }
+            Err(err) => {
+                let err = ApiError::from_sdk("organizations:DescribeOrganization", err);
+                if err.code() == Some("AWSOrganizationsNotInUseException") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn root_ids(&self) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::new();
+        let mut pages = self.organizations.list_roots().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ApiError::from_sdk("organizations:ListRoots", e))?;
+            ids.extend(
+                page.roots()
+                    .iter()
+                    .filter_map(|r| r.id().map(str::to_string)),
+            );
+        }
+        Ok(ids)
+    }
+
+    async fn active_account_count(&self) -> Result<usize, ApiError> {
+        let mut count = 0;
+        let mut pages = self.organizations.list_accounts().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ApiError::from_sdk("organizations:ListAccounts", e))?;
+            count += page
+                .accounts()
+                .iter()
+                .filter(|a| {
+                    a.status()
+                        .is_some_and(|s| *s == aws_sdk_organizations::types::AccountStatus::Active)
+                })
+                .count();
+        }
+        Ok(count)
+    }
+
+    async fn delegated_administrators(&self) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::new();
+        let mut pages = self
+            .organizations
+            .list_delegated_administrators()
+            .service_principal("member.org.stacksets.cloudformation.amazonaws.com")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| ApiError::from_sdk("organizations:ListDelegatedAdministrators", e))?;
+            ids.extend(
+                page.delegated_administrators()
+                    .iter()
+                    .filter_map(|a| a.id().map(str::to_string)),
+            );
+        }
+        Ok(ids)
+    }
+
+    async fn stacksets_trusted_access(&self, as_delegated_admin: bool) -> Result<bool, ApiError> {
+        let out = self
+            .cloudformation
+            .describe_organizations_access()
+            .call_as(call_as(as_delegated_admin))
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk("cloudformation:DescribeOrganizationsAccess", e))?;
+        Ok(out.status() == Some(&OrganizationStatus::Enabled))
+    }
+
+    async fn activate_stacksets_trusted_access(&self) -> Result<(), ApiError> {
+        self.cloudformation
+            .activate_organizations_access()
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk("cloudformation:ActivateOrganizationsAccess", e))?;
+        Ok(())
+    }
+
+    async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
+        let mut regions = Vec::new();
+        let mut pages = self
+            .account
+            .list_regions()
+            .region_opt_status_contains(RegionOptStatus::Enabled)
+            .region_opt_status_contains(RegionOptStatus::EnabledByDefault)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ApiError::from_sdk("account:ListRegions", e))?;
+            regions.extend(
+                page.regions()
+                    .iter()
+                    .filter_map(|r| r.region_name().map(str::to_string)),
+            );
+        }
+        Ok(regions)
+    }
+}

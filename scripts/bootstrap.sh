@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the scripts need, idempotently: the pinned Python tools in .venv, and (with
+# --packaging) the arm64 rustup target that cargo-lambda/sam build for.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing pinned Python tools into .venv" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+if [ "${1:-}" = "--packaging" ]; then
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+    || rustup target add aarch64-unknown-linux-gnu
+fi

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every check the project has, in the order that fails fastest. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=0
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if [ -f template.yaml ]; then
+  step "cfn-lint"
+  cfn-lint template.yaml templates/*.yaml
+  step "sam validate --lint"
+  sam validate --lint --template-file template.yaml --region us-east-1
+fi
+step "cargo test"
+cargo test --workspace --locked

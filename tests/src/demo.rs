@@ -1,0 +1,102 @@
+//! A custom resource whose behaviour is chosen by its properties: the runtime's own test subject
+//! and lifecycle demo.
+
+use custom_resource::props::opt_number;
+use custom_resource::{
+    Context, CustomResource, HandlerResult, Outcome, Output, Properties, Request,
+};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    #[default]
+    Succeed,
+    Fail,
+    Panic,
+    Hang,
+    LongReason,
+    BigData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DemoProps {
+    #[serde(default)]
+    pub behaviour: Behaviour,
+    #[serde(default, deserialize_with = "opt_number")]
+    pub size: Option<usize>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Properties for DemoProps {
+    const SECRETS: &'static [&'static str] = &["ApiKey"];
+}
+
+/// Counts handler calls so tests can prove when the handler was (not) reached.
+#[derive(Clone, Default)]
+pub struct Demo {
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Demo {
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn act(&self, req: &Request<DemoProps>) -> HandlerResult<Outcome> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let p = &req.properties;
+        match p.behaviour {
+            Behaviour::Succeed => {
+                let id = match req.physical_resource_id.clone() {
+                    Some(id) => id,
+                    None => format!("demo-{}", p.name.as_deref().unwrap_or("thing")),
+                };
+                Ok(Output::new(id)
+                    .with(
+                        "Greeting",
+                        format!("hello {}", p.name.as_deref().unwrap_or("world")),
+                    )
+                    .into())
+            }
+            Behaviour::Fail => Err(format!(
+                "the demo failed on purpose (api key {} is fine)",
+                p.api_key.as_deref().unwrap_or("none")
+            )
+            .into()),
+            Behaviour::Panic => panic!("demo panic with key {:?}", p.api_key),
+            Behaviour::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Output::keep().into())
+            }
+            Behaviour::LongReason => Err("x".repeat(p.size.unwrap_or(20_000)).into()),
+            Behaviour::BigData => {
+                let mut out = Output::new("demo-big");
+                for i in 0..p.size.unwrap_or(100) {
+                    out = out.with(format!("Key{i}"), "v".repeat(100));
+                }
+                Ok(out.into())
+            }
+        }
+    }
+}
+
+impl CustomResource for Demo {
+    type Properties = DemoProps;
+    async fn create(&self, _: &Context, req: &Request<DemoProps>) -> HandlerResult<Outcome> {
+        self.act(req).await
+    }
+    async fn update(&self, _: &Context, req: &Request<DemoProps>) -> HandlerResult<Outcome> {
+        self.act(req).await
+    }
+    async fn delete(&self, _: &Context, req: &Request<DemoProps>) -> HandlerResult<Outcome> {
+        self.act(req).await
+    }
+}

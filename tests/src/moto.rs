@@ -1,0 +1,111 @@
+//! `moto_server` on a free 127.0.0.1 port, one per test, killed when dropped.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+/// Moto's default account when credentials carry no account of their own.
+pub const DEFAULT_ACCOUNT: &str = "123456789012";
+
+impl Moto {
+    /// Starts moto and waits until it answers. Panics with the remedy when moto is missing.
+    pub async fn start() -> Moto {
+        let port = crate::free_port();
+        let program = crate::venv_tool("moto_server");
+        let mut command = Command::new(&program);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        // If the test process dies, take moto with it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({e}): run scripts/bootstrap.sh to create .venv",
+                program.display()
+            )
+        });
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client
+                .get(format!("{}/moto-api/data.json", moto.endpoint))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return moto;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "moto_server did not answer on {} within 10 s",
+            moto.endpoint
+        );
+    }
+
+    /// Forgets every resource (between scenarios in one test).
+    pub async fn reset(&self) {
+        reqwest::Client::new()
+            .post(format!("{}/moto-api/reset", self.endpoint))
+            .send()
+            .await
+            .expect("moto reset");
+    }
+
+    /// SDK config pointed at moto with static test credentials for moto's default account.
+    pub fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_as("testing-access-key", "testing-secret-key", None)
+    }
+
+    /// SDK config with the given credentials (e.g. from an STS AssumeRole into a member).
+    pub fn sdk_config_as(&self, key: &str, secret: &str, token: Option<String>) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    key, secret, token, None, "moto",
+                )),
+            )
+            .retry_config(custom_resource::aws::retry_config())
+            .build()
+    }
+
+    /// Environment for a child process (a function binary) to use this moto.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing-access-key".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing-secret-key".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

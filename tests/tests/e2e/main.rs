@@ -1,0 +1,3 @@
+//! End-to-end tests: real HTTP, real SDK against moto, fakes only where moto has no API.
+
+mod runtime;

@@ -1,0 +1,326 @@
+//! The runtime's guarantees, proven over real HTTP against the local response receiver.
+
+use bench::demo::Demo;
+use bench::events::Event;
+use bench::invoke::Invoker;
+use bench::receiver::{Fault, Receiver, FAKE_SIGNATURE};
+use custom_resource::response::MAX_BODY_BYTES;
+use custom_resource::FAILED_CREATE_PREFIX;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const TYPE: &str = "Custom::Demo";
+
+async fn setup() -> (Receiver, Demo, Invoker<Demo>) {
+    let receiver = Receiver::start().await;
+    let demo = Demo::default();
+    let invoker = Invoker::new(demo.clone());
+    (receiver, demo, invoker)
+}
+
+#[tokio::test]
+async fn success_body_carries_every_field_cloudformation_needs() {
+    let (rx, _, invoker) = setup().await;
+    let event = Event::create(TYPE, &rx.url("ok"))
+        .logical_id("Greeter")
+        .request_id("req-1")
+        .property("Name", "apono");
+    invoker.invoke(event).await.unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(body["Status"], "SUCCESS");
+    assert_eq!(body["PhysicalResourceId"], "demo-apono");
+    assert_eq!(body["StackId"], bench::events::STACK_ID);
+    assert_eq!(body["RequestId"], "req-1");
+    assert_eq!(body["LogicalResourceId"], "Greeter");
+    assert_eq!(body["Data"]["Greeting"], "hello apono");
+    assert!(body.get("Reason").is_none());
+    assert_eq!(sent[0].method, "PUT");
+}
+
+#[tokio::test]
+async fn empty_content_type_and_exact_content_length_on_the_wire() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("ct")))
+        .await
+        .unwrap();
+    let sent = &rx.accepted()[0];
+    assert_eq!(sent.header("content-type"), Some(""), "{:?}", sent.headers);
+    assert_eq!(
+        sent.header("content-length"),
+        Some(sent.body.len().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn handler_error_becomes_failed_with_its_reason() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("fail")).property("Behaviour", "fail"))
+        .await
+        .unwrap();
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("the demo failed on purpose"));
+    // A Create that failed before producing an ID answers with the recognisable marker.
+    assert!(body["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .starts_with(FAILED_CREATE_PREFIX));
+}
+
+#[tokio::test]
+async fn panic_in_the_handler_becomes_failed() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("panic")).property("Behaviour", "panic"))
+        .await
+        .unwrap();
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"].as_str().unwrap().contains("panic"), "{body}");
+}
+
+#[tokio::test]
+async fn a_handler_still_running_near_the_deadline_is_answered_failed_before_the_deadline() {
+    let (rx, _, invoker) = setup().await;
+    let invoker = invoker.timeout(Duration::from_secs(3), Duration::from_secs(1));
+    let started = Instant::now();
+    let lambda_deadline = started + Duration::from_secs(3);
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("hang")).property("Behaviour", "hang"))
+        .await
+        .unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].at < lambda_deadline, "answered after the deadline");
+    assert!(
+        sent[0].at >= started + Duration::from_millis(1900),
+        "answered too early"
+    );
+    let body = sent[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("Timeout"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn response_put_is_retried_after_two_503s() {
+    let (rx, _, invoker) = setup().await;
+    rx.fail_next(2, Fault::Status(503));
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("503")))
+        .await
+        .unwrap();
+    let all = rx.requests();
+    assert_eq!(all.len(), 3);
+    assert_eq!(rx.accepted().len(), 1);
+    assert_eq!(
+        all[0].body, all[2].body,
+        "every attempt sends the same body"
+    );
+}
+
+#[tokio::test]
+async fn response_put_is_retried_after_a_connection_reset() {
+    let (rx, _, invoker) = setup().await;
+    rx.fail_next(1, Fault::Reset);
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("reset")))
+        .await
+        .unwrap();
+    assert_eq!(rx.requests().len(), 2);
+    assert_eq!(rx.accepted()[0].json()["Status"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_is_waited_for_not_abandoned() {
+    let (rx, _, invoker) = setup().await;
+    rx.fail_next(1, Fault::Slow(Duration::from_millis(1500)));
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("slow")))
+        .await
+        .unwrap();
+    assert_eq!(rx.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_20kb_reason_still_fits_in_4096_bytes() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(
+            Event::create(TYPE, &rx.url("long"))
+                .property("Behaviour", "long-reason")
+                .property("Size", "20000"),
+        )
+        .await
+        .unwrap();
+    let sent = &rx.accepted()[0];
+    assert!(
+        sent.body.len() <= MAX_BODY_BYTES,
+        "{} bytes",
+        sent.body.len()
+    );
+    let body = sent.json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"].as_str().unwrap().starts_with("xxxx"));
+}
+
+#[tokio::test]
+async fn oversized_data_fails_the_resource_with_a_reason_that_says_so() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("big")).property("Behaviour", "big-data"))
+        .await
+        .unwrap();
+    let sent = &rx.accepted()[0];
+    assert!(sent.body.len() <= MAX_BODY_BYTES);
+    assert!(sent.json()["Reason"].as_str().unwrap().contains("Data"));
+}
+
+#[tokio::test]
+async fn a_malformed_property_fails_naming_the_property() {
+    let (rx, demo, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("bad")).property("Size", "lots"))
+        .await
+        .unwrap();
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Size") && reason.contains("lots"),
+        "{reason}"
+    );
+    assert_eq!(demo.calls(), 0, "the handler never saw bad input");
+
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("typo")).property("Nmae", "x"))
+        .await
+        .unwrap();
+    let reason = rx.accepted()[1].json()["Reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("Nmae") && reason.contains("unknown"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn rollback_delete_of_a_failed_create_marker_succeeds_without_the_handler() {
+    let (rx, demo, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("c")).property("Behaviour", "fail"))
+        .await
+        .unwrap();
+    let marker = rx.accepted()[0].json()["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let calls_after_create = demo.calls();
+    invoker
+        .invoke(Event::delete(TYPE, &rx.url("d"), &marker).property("Behaviour", "fail"))
+        .await
+        .unwrap();
+    let body = rx.accepted()[1].json();
+    assert_eq!(body["Status"], "SUCCESS");
+    assert_eq!(body["PhysicalResourceId"], marker.as_str());
+    assert_eq!(demo.calls(), calls_after_create, "handler not called");
+}
+
+#[tokio::test]
+async fn update_keeps_the_physical_id_and_failed_update_answers_with_it() {
+    let (rx, _, invoker) = setup().await;
+    invoker
+        .invoke(Event::update(TYPE, &rx.url("u"), "existing-id").property("Name", "b"))
+        .await
+        .unwrap();
+    invoker
+        .invoke(Event::update(TYPE, &rx.url("u2"), "existing-id").property("Behaviour", "fail"))
+        .await
+        .unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent[0].json()["PhysicalResourceId"], "existing-id");
+    assert_eq!(sent[1].json()["Status"], "FAILED");
+    assert_eq!(sent[1].json()["PhysicalResourceId"], "existing-id");
+}
+
+#[tokio::test]
+async fn unknown_request_type_fails_with_a_clear_reason() {
+    let (rx, demo, invoker) = setup().await;
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("x")).request_type("Upsert"))
+        .await
+        .unwrap();
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"].as_str().unwrap().contains("Upsert"));
+    assert_eq!(demo.calls(), 0);
+}
+
+#[tokio::test]
+async fn non_aws_response_url_is_never_requested() {
+    let (rx, demo, invoker) = setup().await;
+    let invoker = invoker.production_url_policy();
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("nope")))
+        .await
+        .unwrap();
+    invoker
+        .invoke(Event::create(
+            TYPE,
+            "https://attacker.example.com/collect?X-Amz-Signature=1",
+        ))
+        .await
+        .unwrap();
+    assert!(rx.requests().is_empty());
+    assert_eq!(
+        demo.calls(),
+        0,
+        "nothing is done for an event that cannot be answered"
+    );
+}
+
+#[tokio::test]
+async fn secrets_and_the_url_signature_never_reach_the_logs() {
+    let (logs, _guard) = custom_resource::logging::capture();
+    let (rx, _, invoker) = setup().await;
+    let key = "apono-secret-key-7f3a9c";
+    for behaviour in ["succeed", "fail", "panic"] {
+        invoker
+            .invoke(Event::create(TYPE, &rx.url(behaviour)).properties(json!({
+                "Behaviour": behaviour, "ApiKey": key,
+            })))
+            .await
+            .unwrap();
+    }
+    invoker
+        .invoke(Event::create(TYPE, &rx.url("typed")).properties(json!({"ApiKey": [key]})))
+        .await
+        .unwrap();
+    let text = logs.text();
+    assert!(text.contains("response sent"), "logs were captured: {text}");
+    assert!(!text.contains(key), "secret property leaked:\n{text}");
+    assert!(
+        !text.contains(FAKE_SIGNATURE),
+        "URL signature leaked:\n{text}"
+    );
+    assert!(
+        !text.contains("X-Amz-Credential"),
+        "URL query leaked:\n{text}"
+    );
+    // Reasons sent to CloudFormation are scrubbed too.
+    for sent in rx.accepted() {
+        assert!(!String::from_utf8_lossy(&sent.body).contains(key));
+    }
+}
