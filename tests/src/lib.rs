@@ -6,6 +6,7 @@ pub mod demo;
 pub mod events;
 pub mod invoke;
 pub mod moto;
+pub mod org;
 pub mod receiver;
 
 use std::path::PathBuf;

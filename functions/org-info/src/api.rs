@@ -22,7 +22,9 @@ pub trait OrgApi: Send + Sync + 'static {
     fn root_ids(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// ACTIVE accounts, every page read.
     fn active_account_count(&self) -> impl Future<Output = Result<usize, ApiError>> + Send;
-    /// Delegated administrators; AccessDenied from a plain member account.
+    /// Delegated administrators of any service (not filtered to StackSets: moto rejects that
+    /// principal, and CloudFormation itself refuses a StackSet from an account that is not
+    /// the StackSets delegated administrator); AccessDenied from a plain member account.
     fn delegated_administrators(
         &self,
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
@@ -148,7 +150,6 @@ impl OrgApi for AwsOrgApi {
         let mut pages = self
             .organizations
             .list_delegated_administrators()
-            .service_principal("member.org.stacksets.cloudformation.amazonaws.com")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {

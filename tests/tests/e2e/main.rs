@@ -1,3 +1,4 @@
 //! End-to-end tests: real HTTP, real SDK against moto, fakes only where moto has no API.
 
+mod org_info;
 mod runtime;

@@ -1,0 +1,156 @@
+//! An emulated AWS Organization in moto, and the org-info API with the two calls moto lacks
+//! (StackSets trusted access, account regions) answered by an in-memory fake.
+
+use aws_config::SdkConfig;
+use custom_resource::aws::ApiError;
+use org_info::api::{AwsOrgApi, OrgApi, OrgDescription};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::moto::Moto;
+
+#[derive(Debug, Clone)]
+pub struct SeededOrg {
+    pub organization_id: String,
+    pub root_id: String,
+    pub management_account_id: String,
+    pub member_account_ids: Vec<String>,
+    pub ou_ids: Vec<String>,
+}
+
+/// Creates an organization in moto's default account with `members` accounts spread over
+/// `ous` organizational units under the root.
+pub async fn seed_organization(config: &SdkConfig, members: usize, ous: usize) -> SeededOrg {
+    use aws_sdk_organizations::types::OrganizationFeatureSet;
+    let client = aws_sdk_organizations::Client::new(config);
+    let org = client
+        .create_organization()
+        .feature_set(OrganizationFeatureSet::All)
+        .send()
+        .await
+        .expect("create organization")
+        .organization
+        .expect("organization");
+    let root_id = client
+        .list_roots()
+        .send()
+        .await
+        .expect("list roots")
+        .roots()[0]
+        .id()
+        .unwrap()
+        .to_string();
+    let mut ou_ids = Vec::new();
+    for i in 0..ous {
+        let ou = client
+            .create_organizational_unit()
+            .parent_id(&root_id)
+            .name(format!("ou-{i}"))
+            .send()
+            .await
+            .expect("create OU");
+        ou_ids.push(ou.organizational_unit().unwrap().id().unwrap().to_string());
+    }
+    let mut member_account_ids = Vec::new();
+    for i in 0..members {
+        let status = client
+            .create_account()
+            .account_name(format!("member-{i}"))
+            .email(format!("member-{i}@example.com"))
+            .send()
+            .await
+            .expect("create account")
+            .create_account_status
+            .expect("status");
+        let id = status
+            .account_id()
+            .expect("moto creates accounts at once")
+            .to_string();
+        if !ou_ids.is_empty() {
+            client
+                .move_account()
+                .account_id(&id)
+                .source_parent_id(&root_id)
+                .destination_parent_id(&ou_ids[i % ou_ids.len()])
+                .send()
+                .await
+                .expect("move account");
+        }
+        member_account_ids.push(id);
+    }
+    SeededOrg {
+        organization_id: org.id().unwrap().to_string(),
+        root_id,
+        management_account_id: org.master_account_id().unwrap().to_string(),
+        member_account_ids,
+        ou_ids,
+    }
+}
+
+/// Credentials of `account` through STS AssumeRole of the role Organizations creates there.
+pub async fn assume_member(moto: &Moto, management: &SdkConfig, account: &str) -> SdkConfig {
+    let creds = aws_sdk_sts::Client::new(management)
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::{account}:role/OrganizationAccountAccessRole"
+        ))
+        .role_session_name("bench")
+        .send()
+        .await
+        .expect("assume role")
+        .credentials
+        .expect("credentials");
+    moto.sdk_config_as(
+        creds.access_key_id(),
+        creds.secret_access_key(),
+        Some(creds.session_token().to_string()),
+    )
+}
+
+/// Real SDK against moto for Organizations and STS; trusted access and regions from memory.
+#[derive(Clone)]
+pub struct MotoOrgApi {
+    pub real: AwsOrgApi,
+    pub trusted_access: Arc<AtomicBool>,
+    pub regions: Vec<String>,
+}
+
+impl MotoOrgApi {
+    pub fn new(config: &SdkConfig) -> Self {
+        MotoOrgApi {
+            real: AwsOrgApi::new(config),
+            trusted_access: Arc::new(AtomicBool::new(true)),
+            regions: ["us-east-1", "eu-west-1", "ap-southeast-2"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl OrgApi for MotoOrgApi {
+    async fn caller_account(&self) -> Result<String, ApiError> {
+        self.real.caller_account().await
+    }
+    async fn describe_organization(&self) -> Result<Option<OrgDescription>, ApiError> {
+        self.real.describe_organization().await
+    }
+    async fn root_ids(&self) -> Result<Vec<String>, ApiError> {
+        self.real.root_ids().await
+    }
+    async fn active_account_count(&self) -> Result<usize, ApiError> {
+        self.real.active_account_count().await
+    }
+    async fn delegated_administrators(&self) -> Result<Vec<String>, ApiError> {
+        self.real.delegated_administrators().await
+    }
+    async fn stacksets_trusted_access(&self, _: bool) -> Result<bool, ApiError> {
+        Ok(self.trusted_access.load(Ordering::SeqCst))
+    }
+    async fn activate_stacksets_trusted_access(&self) -> Result<(), ApiError> {
+        self.trusted_access.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self.regions.clone())
+    }
+}

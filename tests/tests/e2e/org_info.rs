@@ -1,0 +1,200 @@
+//! Custom::OrganizationInfo against moto through the real SDK, driven by CloudFormation events.
+
+use bench::events::Event;
+use bench::invoke::Invoker;
+use bench::moto::Moto;
+use bench::org::{assume_member, seed_organization, MotoOrgApi};
+use bench::receiver::Receiver;
+use org_info::OrgInfo;
+use serde_json::{json, Value};
+
+const TYPE: &str = "Custom::OrganizationInfo";
+
+async fn answer(invoker: &Invoker<OrgInfo<MotoOrgApi>>, rx: &Receiver, event: Event) -> Value {
+    let before = rx.accepted().len();
+    invoker.invoke(event).await.unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent.len(), before + 1, "exactly one response per event");
+    sent.last().unwrap().json()
+}
+
+#[tokio::test]
+async fn resolves_an_organization_of_65_accounts_across_pages_and_keeps_its_id() {
+    let moto = Moto::start().await;
+    let config = moto.sdk_config();
+    let org = seed_organization(&config, 65, 2).await;
+    let rx = Receiver::start().await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
+
+    let created = answer(&invoker, &rx, Event::create(TYPE, &rx.url("c"))).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["PhysicalResourceId"], org.organization_id.as_str());
+    let data = &created["Data"];
+    assert_eq!(data["OrganizationId"], org.organization_id.as_str());
+    assert_eq!(data["RootId"], org.root_id.as_str());
+    assert_eq!(
+        data["ManagementAccountId"],
+        org.management_account_id.as_str()
+    );
+    assert_eq!(data["IsManagementAccount"], "true");
+    assert_eq!(
+        data["ActiveAccountCount"], "66",
+        "65 members + management, every page read"
+    );
+    assert_eq!(
+        data["Regions"], "us-east-1,ap-southeast-2,eu-west-1",
+        "EKS order"
+    );
+    assert_eq!(data["StackSetsTrustedAccess"], "true");
+
+    // Update with matching overrides re-resolves and keeps the physical ID.
+    let update = Event::update(TYPE, &rx.url("u"), &org.organization_id).properties(json!({
+        "OrganizationId": org.organization_id, "RootId": org.root_id,
+    }));
+    let updated = answer(&invoker, &rx, update).await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], org.organization_id.as_str());
+
+    let deleted = answer(
+        &invoker,
+        &rx,
+        Event::delete(TYPE, &rx.url("d"), &org.organization_id),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS");
+    // Delete touched nothing: the organization is still there.
+    let still = aws_sdk_organizations::Client::new(&config)
+        .describe_organization()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.organization().unwrap().id(),
+        Some(org.organization_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn member_account_is_refused_with_where_to_deploy_instead() {
+    let moto = Moto::start().await;
+    let management = moto.sdk_config();
+    let org = seed_organization(&management, 2, 0).await;
+    let member = &org.member_account_ids[0];
+    let member_config = assume_member(&moto, &management, member).await;
+    let rx = Receiver::start().await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&member_config)));
+
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("m"))).await;
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    for needle in [
+        member.as_str(),
+        org.organization_id.as_str(),
+        org.management_account_id.as_str(),
+        "deploy the stack in the management account",
+    ] {
+        assert!(reason.contains(needle), "{needle} missing from: {reason}");
+    }
+
+    // Allowed explicitly, the member gets what a member may know.
+    let body = answer(
+        &invoker,
+        &rx,
+        Event::create(TYPE, &rx.url("m2")).property("RequireManagementAccount", "false"),
+    )
+    .await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["IsManagementAccount"], "false");
+    assert_eq!(body["Data"]["OrganizationId"], org.organization_id.as_str());
+}
+
+#[tokio::test]
+async fn account_outside_any_organization_fails_clearly_and_rollback_succeeds() {
+    let moto = Moto::start().await;
+    let rx = Receiver::start().await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&moto.sdk_config())));
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("n"))).await;
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is not part of an AWS Organization"),
+        "{reason}"
+    );
+    assert!(reason.contains("Scope=Account"), "{reason}");
+    let marker = body["PhysicalResourceId"].as_str().unwrap();
+    let rollback = answer(&invoker, &rx, Event::delete(TYPE, &rx.url("r"), marker)).await;
+    assert_eq!(rollback["Status"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn overrides_that_do_not_match_show_both_values_and_bad_formats_name_the_property() {
+    let moto = Moto::start().await;
+    let config = moto.sdk_config();
+    let org = seed_organization(&config, 1, 0).await;
+    let rx = Receiver::start().await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
+
+    let body = answer(
+        &invoker,
+        &rx,
+        Event::create(TYPE, &rx.url("o")).property("OrganizationId", "o-zzzzzzzzzz"),
+    )
+    .await;
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("o-zzzzzzzzzz") && reason.contains(&org.organization_id),
+        "{reason}"
+    );
+
+    let body = answer(
+        &invoker,
+        &rx,
+        Event::create(TYPE, &rx.url("r")).property("RootId", "r-zzzz"),
+    )
+    .await;
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("r-zzzz") && reason.contains(&org.root_id),
+        "{reason}"
+    );
+
+    let body = answer(
+        &invoker,
+        &rx,
+        Event::create(TYPE, &rx.url("f")).property("OrganizationId", "my-org"),
+    )
+    .await;
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("OrganizationId") && reason.contains("my-org"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn inactive_trusted_access_fails_unless_activation_is_asked_for() {
+    let moto = Moto::start().await;
+    let config = moto.sdk_config();
+    seed_organization(&config, 1, 0).await;
+    let rx = Receiver::start().await;
+    let api = MotoOrgApi::new(&config);
+    api.trusted_access
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let invoker = Invoker::new(OrgInfo::new(api.clone()));
+
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("t"))).await;
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"]
+        .as_str()
+        .unwrap()
+        .contains("activate-organizations-access"));
+
+    let body = answer(
+        &invoker,
+        &rx,
+        Event::create(TYPE, &rx.url("t2")).property("ActivateStackSetsTrustedAccess", "true"),
+    )
+    .await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["StackSetsTrustedAccess"], "true");
+}
