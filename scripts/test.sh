@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-export PATH="$PWD/.venv/bin:$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export PATH="$PWD/.venv/bin:$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=0
 
 step() { printf '\n== %s\n' "$*" >&2; }
@@ -14,7 +14,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ -f template.yaml ]; then
   step "cfn-lint"
-  cfn-lint template.yaml templates/*.yaml
+  cfn-lint template.yaml $(find templates -name "*.yaml" 2>/dev/null)
   step "sam validate --lint"
   sam validate --lint --template-file template.yaml --region us-east-1
 fi

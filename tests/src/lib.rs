@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod events;
 pub mod invoke;
+pub mod local_run;
 pub mod moto;
 pub mod org;
 pub mod receiver;

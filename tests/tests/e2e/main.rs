@@ -1,4 +1,5 @@
 //! End-to-end tests: real HTTP, real SDK against moto, fakes only where moto has no API.
 
+mod local_run;
 mod org_info;
 mod runtime;

@@ -1,0 +1,13 @@
+//! The README's first command, at a small size, so that it cannot rot.
+
+#[tokio::test]
+async fn the_local_run_completes_every_lifecycle_step() {
+    let report = bench::local_run::run(&bench::local_run::Options {
+        member_accounts: 3,
+        organizational_units: 2,
+    })
+    .await;
+    let failed: Vec<_> = report.steps.iter().filter(|s| !s.ok).collect();
+    assert!(report.steps.len() >= 7, "{:?}", report.steps);
+    assert!(failed.is_empty(), "{failed:?}");
+}
