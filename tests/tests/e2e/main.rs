@@ -3,3 +3,4 @@
 mod local_run;
 mod org_info;
 mod runtime;
+mod template_contract;
