@@ -106,6 +106,15 @@ impl Mocks {
     }
 }
 
+/// The reason a resolve with default properties fails with.
+async fn resolve_error(mocks: Mocks) -> String {
+    OrgInfo::new(mocks.api())
+        .resolve(&OrgInfoProps::default())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 fn trusted_access(status: &'static str) -> Rule {
     mock!(aws_sdk_cloudformation::Client::describe_organizations_access).then_output(move || {
         aws_sdk_cloudformation::operation::describe_organizations_access::DescribeOrganizationsAccessOutput::builder()
@@ -165,11 +174,7 @@ async fn management_account_gets_every_output_with_regions_in_eks_order() {
 async fn inactive_trusted_access_fails_with_the_exact_remedy() {
     let mut mocks = Mocks::healthy();
     mocks.cloudformation = vec![trusted_access("DISABLED")];
-    let err = OrgInfo::new(mocks.api())
-        .resolve(&OrgInfoProps::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error(mocks).await;
     assert!(
         err.contains("aws cloudformation activate-organizations-access"),
         "{err}"
@@ -215,11 +220,7 @@ async fn access_denied_names_the_missing_action() {
             ))
         }),
     );
-    let err = OrgInfo::new(mocks.api())
-        .resolve(&OrgInfoProps::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error(mocks).await;
     assert!(err.contains("organizations:ListAccounts"), "{err}");
     assert!(err.contains("access denied"), "{err}");
 }
@@ -232,11 +233,7 @@ async fn account_regions_denied_names_account_list_regions() {
             "AccessDeniedException",
         ))
     })];
-    let err = OrgInfo::new(mocks.api())
-        .resolve(&OrgInfoProps::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error(mocks).await;
     assert!(err.contains("account:ListRegions"), "{err}");
 }
 
@@ -250,11 +247,7 @@ async fn plain_member_is_refused_naming_account_org_and_management_account() {
             aws_sdk_organizations::operation::list_delegated_administrators::ListDelegatedAdministratorsError::generic(meta("AccessDeniedException"))
         }),
     );
-    let err = OrgInfo::new(mocks.api())
-        .resolve(&OrgInfoProps::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error(mocks).await;
     for needle in [
         "333333333333",
         ORG,
