@@ -3,7 +3,7 @@
 use crate::logging::{register_secret, scrub};
 use crate::props::{self, Properties};
 use crate::response::{error_chain, redact_url, ResponseBody, Sender, Status, UrlPolicy};
-use crate::{Context, CustomResource, Outcome, Request, RequestKind};
+use crate::{Context, CustomResource, Outcome, Output, Request, RequestKind};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use std::future::Future;
@@ -179,6 +179,16 @@ struct Answer {
 }
 
 impl Answer {
+    fn succeeded(physical_resource_id: String, output_data: Output) -> Self {
+        Answer {
+            status: Status::Success,
+            reason: None,
+            physical_resource_id,
+            data: output_data.data,
+            no_echo: output_data.no_echo,
+        }
+    }
+
     fn failed(physical_resource_id: String, reason: impl Into<String>) -> Self {
         Answer {
             status: Status::Failed,
@@ -328,13 +338,7 @@ async fn decide<R: CustomResource, C: Continuation>(
     };
     if kind == RequestKind::Delete && fallback_id.starts_with(FAILED_CREATE_PREFIX) {
         tracing::info!("delete of a create that never succeeded: nothing to do");
-        return Some(Answer {
-            status: Status::Success,
-            reason: None,
-            physical_resource_id: fallback_id,
-            data: Default::default(),
-            no_echo: false,
-        });
+        return Some(Answer::succeeded(fallback_id, Output::keep()));
     }
 
     let properties = match props::parse::<R::Properties>(
@@ -407,8 +411,8 @@ async fn decide<R: CustomResource, C: Continuation>(
         }
     };
     match result {
-        Ok(Outcome::Done(output)) => {
-            let physical_resource_id = match (output.physical_resource_id, kind) {
+        Ok(Outcome::Done(mut output)) => {
+            let physical_resource_id = match (output.physical_resource_id.take(), kind) {
                 (Some(id), _) if !id.is_empty() => id,
                 (_, RequestKind::Create) => default_physical_id(env),
                 _ => fallback_id,
@@ -422,13 +426,7 @@ async fn decide<R: CustomResource, C: Continuation>(
                     "replacement: CloudFormation will delete the old physical ID"
                 );
             }
-            Some(Answer {
-                status: Status::Success,
-                reason: None,
-                physical_resource_id,
-                data: output.data,
-                no_echo: output.no_echo,
-            })
+            Some(Answer::succeeded(physical_resource_id, output))
         }
         Ok(Outcome::Continue(state)) => {
             let mut next = event;
