@@ -53,7 +53,7 @@ use std::time::Duration;
 
 pub use props::{Properties, PropertyError};
 pub use runtime::{
-    handle_event, run, run_with, Continuation, ContinuationError, NoContinuation, RuntimeConfig,
+    run, run_with, Continuation, ContinuationError, NoContinuation, Runtime, RuntimeConfig,
     CONTINUATION_KEY, FAILED_CREATE_PREFIX,
 };
 

@@ -96,34 +96,198 @@ pub async fn run_with<R: CustomResource, C: Continuation>(
     continuation: C,
     config: RuntimeConfig,
 ) -> Result<(), lambda_runtime::Error> {
-    let resource = Arc::new(resource);
-    let continuation = Arc::new(continuation);
-    let sender = Sender::new();
-    let config = Arc::new(config);
+    let runtime = Arc::new(Runtime::new(resource, continuation, config));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (resource, continuation, sender, config) = (
-            resource.clone(),
-            continuation.clone(),
-            sender.clone(),
-            config.clone(),
-        );
+        let runtime = runtime.clone();
         async move {
             let deadline = lambda_deadline(event.context.deadline());
             let arn = event.context.invoked_function_arn.clone();
-            handle_event(
-                &resource,
-                &continuation,
-                &sender,
-                &config,
-                event.payload,
-                deadline,
-                arn,
-            )
-            .await
-            .map_err(lambda_runtime::Error::from)
+            runtime
+                .handle(event.payload, deadline, arn)
+                .await
+                .map_err(lambda_runtime::Error::from)
         }
     }))
     .await
+}
+
+/// How many answers a process remembers for duplicate deliveries.
+const ANSWER_CACHE_SIZE: usize = 64;
+
+/// Everything that serves events, built once per process.
+pub struct Runtime<R, C = NoContinuation> {
+    resource: Arc<R>,
+    continuation: Arc<C>,
+    sender: Sender,
+    config: RuntimeConfig,
+    /// Answers already sent, by request: Lambda and CloudFormation may deliver an event twice
+    /// (and Lambda retries an invocation whose response PUT failed). A repeat gets the same
+    /// answer again without running the handler a second time.
+    answered: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
+}
+
+impl<R: CustomResource, C: Continuation> Runtime<R, C> {
+    pub fn new(resource: R, continuation: C, config: RuntimeConfig) -> Self {
+        Runtime {
+            resource: Arc::new(resource),
+            continuation: Arc::new(continuation),
+            sender: Sender::new(),
+            config,
+            answered: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    fn remembered(&self, key: &str) -> Option<Vec<u8>> {
+        let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        answered
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn remember(&self, key: String, body: Vec<u8>) {
+        let mut answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        if answered.len() == ANSWER_CACHE_SIZE {
+            answered.pop_front();
+        }
+        answered.push_back((key, body));
+    }
+
+    /// Handles one event end to end. `Ok` once the event is answered (or deliberately not,
+    /// for a refused URL or a continuation); `Err` when the response could not be delivered,
+    /// so that Lambda's async retry gets another chance.
+    pub async fn handle(
+        &self,
+        event: Value,
+        lambda_deadline: Instant,
+        invoked_function_arn: String,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let env = Envelope::read(&event);
+        let span = tracing::info_span!(
+            "custom_resource",
+            request_type = %env.request_type,
+            logical_resource_id = %env.logical_resource_id,
+            stack_id = %env.stack_id,
+            resource_type = %env.resource_type,
+        );
+        self.handle_in_span(env, event, started, lambda_deadline, invoked_function_arn)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
+        &self,
+        env: Envelope,
+        event: Value,
+        started: Instant,
+        lambda_deadline: Instant,
+        invoked_function_arn: String,
+    ) -> Result<(), String> {
+        let (resource, continuation, sender, config) = (
+            &self.resource,
+            &self.continuation,
+            &self.sender,
+            &self.config,
+        );
+        // The query string is the presigned signature: keep it out of every log line.
+        if let Some((_, query)) = env.response_url.split_once('?') {
+            register_secret(query);
+        }
+        let url = match config.url_policy.check(&env.response_url) {
+            Ok(url) => url,
+            Err(why) => {
+                tracing::error!(reason = %why, "event not answered");
+                return Ok(());
+            }
+        };
+        let secret_values = secret_property_values::<R::Properties>(&event);
+        for value in &secret_values {
+            register_secret(value);
+        }
+        tracing::info!(
+            physical_resource_id = env.physical_resource_id.as_deref().unwrap_or(""),
+            continuation = event.get(CONTINUATION_KEY).is_some(),
+            "event received"
+        );
+        let cache_key = format!("{}/{}", env.request_id, env.logical_resource_id);
+        let repeated = match env.request_id.is_empty() {
+            true => None,
+            false => self.remembered(&cache_key),
+        };
+        let (bytes, outcome, physical_resource_id, reason) = if let Some(bytes) = repeated {
+            tracing::info!("duplicate delivery: sending the earlier answer again, handler not run");
+            let id = env.physical_resource_id.clone().unwrap_or_default();
+            (bytes, "REPEATED", id, None)
+        } else {
+            let handler_deadline = lambda_deadline
+                .checked_sub(config.deadline_margin)
+                .unwrap_or(lambda_deadline)
+                .max(Instant::now());
+            let ctx = Context {
+                handler_deadline,
+                invoked_function_arn,
+            };
+            let Some(answer) = decide(resource, continuation, &ctx, &env, event).await else {
+                tracing::info!(
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "continued in a new invocation"
+                );
+                return Ok(());
+            };
+            let reason = answer.reason.map(|r| scrub(&r));
+            let outcome = match answer.status {
+                Status::Success => "SUCCESS",
+                Status::Failed => "FAILED",
+            };
+            let bytes = ResponseBody {
+                status: answer.status,
+                reason: reason.clone(),
+                physical_resource_id: answer.physical_resource_id.clone(),
+                stack_id: env.stack_id.clone(),
+                request_id: env.request_id.clone(),
+                logical_resource_id: env.logical_resource_id.clone(),
+                no_echo: answer.no_echo,
+                data: answer.data,
+            }
+            .into_bytes();
+            if !env.request_id.is_empty() {
+                self.remember(cache_key, bytes.clone());
+            }
+            (bytes, outcome, answer.physical_resource_id, reason)
+        };
+        // Leave a sliver for the process to report back to Lambda.
+        let send_deadline = lambda_deadline
+            .checked_sub(Duration::from_millis(300))
+            .unwrap_or(lambda_deadline);
+        match sender.put(&url, bytes, send_deadline).await {
+            Ok(attempts) => {
+                tracing::info!(
+                    outcome,
+                    physical_resource_id = %physical_resource_id,
+                    reason = reason.as_deref().unwrap_or(""),
+                    attempts,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "response sent"
+                );
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(
+                    outcome,
+                    url = %redact_url(&url),
+                    error = %err,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "response not delivered"
+                );
+                Err(format!("response not delivered: {err}"))
+            }
+        }
+    }
 }
 
 fn lambda_deadline(deadline: SystemTime) -> Instant {
@@ -198,113 +362,6 @@ impl Answer {
             no_echo: false,
         }
     }
-}
-
-/// Handles one event end to end. `Ok` once the event is answered (or deliberately not, for a
-/// refused URL or a continuation); `Err` when the response could not be delivered, so that
-/// Lambda's async retry gets another chance.
-pub async fn handle_event<R: CustomResource, C: Continuation>(
-    resource: &Arc<R>,
-    continuation: &Arc<C>,
-    sender: &Sender,
-    config: &RuntimeConfig,
-    event: Value,
-    lambda_deadline: Instant,
-    invoked_function_arn: String,
-) -> Result<(), String> {
-    let started = Instant::now();
-    let env = Envelope::read(&event);
-    let span = tracing::info_span!(
-        "custom_resource",
-        request_type = %env.request_type,
-        logical_resource_id = %env.logical_resource_id,
-        stack_id = %env.stack_id,
-        resource_type = %env.resource_type,
-    );
-    async move {
-        // The query string is the presigned signature: keep it out of every log line.
-        if let Some((_, query)) = env.response_url.split_once('?') {
-            register_secret(query);
-        }
-        let url = match config.url_policy.check(&env.response_url) {
-            Ok(url) => url,
-            Err(why) => {
-                tracing::error!(reason = %why, "event not answered");
-                return Ok(());
-            }
-        };
-        let secret_values = secret_property_values::<R::Properties>(&event);
-        for value in &secret_values {
-            register_secret(value);
-        }
-        tracing::info!(
-            physical_resource_id = env.physical_resource_id.as_deref().unwrap_or(""),
-            continuation = event.get(CONTINUATION_KEY).is_some(),
-            "event received"
-        );
-        let handler_deadline = lambda_deadline
-            .checked_sub(config.deadline_margin)
-            .unwrap_or(lambda_deadline)
-            .max(Instant::now());
-        let ctx = Context {
-            handler_deadline,
-            invoked_function_arn,
-        };
-        let answer = match decide(resource, continuation, &ctx, &env, event).await {
-            Some(answer) => answer,
-            None => {
-                tracing::info!(
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "continued in a new invocation"
-                );
-                return Ok(());
-            }
-        };
-        let reason = answer.reason.map(|r| scrub(&r));
-        let outcome = match answer.status {
-            Status::Success => "SUCCESS",
-            Status::Failed => "FAILED",
-        };
-        let body = ResponseBody {
-            status: answer.status,
-            reason: reason.clone(),
-            physical_resource_id: answer.physical_resource_id.clone(),
-            stack_id: env.stack_id.clone(),
-            request_id: env.request_id.clone(),
-            logical_resource_id: env.logical_resource_id.clone(),
-            no_echo: answer.no_echo,
-            data: answer.data,
-        };
-        // Leave a sliver for the process to report back to Lambda.
-        let send_deadline = lambda_deadline
-            .checked_sub(Duration::from_millis(300))
-            .unwrap_or(lambda_deadline);
-        match sender.put(&url, body.into_bytes(), send_deadline).await {
-            Ok(attempts) => {
-                tracing::info!(
-                    outcome,
-                    physical_resource_id = %answer.physical_resource_id,
-                    reason = reason.as_deref().unwrap_or(""),
-                    attempts,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "response sent"
-                );
-                Ok(())
-            }
-            Err(err) => {
-                tracing::error!(
-                    outcome,
-                    url = %redact_url(&url),
-                    error = %err,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "response not delivered"
-                );
-                Err(format!("response not delivered: {err}"))
-            }
-        }
-    }
-    .instrument(span)
-    .await
 }
 
 /// Runs the handler and turns every way it can end into an answer (`None`: continued).

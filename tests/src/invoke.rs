@@ -1,65 +1,54 @@
 //! Drives a handler in-process through the real runtime code path (URL policy, parsing,
-//! dispatch, deadline, response PUT over HTTP), with loopback response URLs allowed.
+//! dispatch, deadline, duplicate detection, response PUT over HTTP), with loopback response
+//! URLs allowed.
 
-use custom_resource::response::{Sender, UrlPolicy};
-use custom_resource::{handle_event, Continuation, CustomResource, NoContinuation, RuntimeConfig};
+use custom_resource::response::UrlPolicy;
+use custom_resource::{Continuation, CustomResource, NoContinuation, Runtime, RuntimeConfig};
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 pub struct Invoker<R, C = NoContinuation> {
-    pub resource: Arc<R>,
-    pub continuation: Arc<C>,
-    pub config: RuntimeConfig,
+    runtime: Runtime<R, C>,
     /// Lambda timeout simulated for each invocation.
     pub lambda_timeout: Duration,
-    sender: Sender,
+}
+
+/// Test defaults: loopback response URLs allowed, a 2 s deadline margin.
+pub fn test_config() -> RuntimeConfig {
+    RuntimeConfig {
+        deadline_margin: Duration::from_secs(2),
+        url_policy: UrlPolicy::AlsoLoopbackForTests,
+    }
 }
 
 impl<R: CustomResource> Invoker<R, NoContinuation> {
     pub fn new(resource: R) -> Self {
-        Invoker::with_continuation(resource, NoContinuation)
+        Invoker::with_config(resource, NoContinuation, test_config())
+    }
+
+    pub fn with(resource: R, config: RuntimeConfig) -> Self {
+        Invoker::with_config(resource, NoContinuation, config)
     }
 }
 
 impl<R: CustomResource, C: Continuation> Invoker<R, C> {
-    pub fn with_continuation(resource: R, continuation: C) -> Self {
+    pub fn with_config(resource: R, continuation: C, config: RuntimeConfig) -> Self {
         Invoker {
-            resource: Arc::new(resource),
-            continuation: Arc::new(continuation),
-            config: RuntimeConfig {
-                deadline_margin: Duration::from_secs(2),
-                url_policy: UrlPolicy::AlsoLoopbackForTests,
-            },
+            runtime: Runtime::new(resource, continuation, config),
             lambda_timeout: Duration::from_secs(60),
-            sender: Sender::new(),
         }
-    }
-
-    pub fn timeout(mut self, lambda_timeout: Duration, margin: Duration) -> Self {
-        self.lambda_timeout = lambda_timeout;
-        self.config.deadline_margin = margin;
-        self
-    }
-
-    pub fn production_url_policy(mut self) -> Self {
-        self.config.url_policy = UrlPolicy::AwsS3Only;
-        self
     }
 
     /// One invocation; returns what the Lambda handler returned.
     pub async fn invoke(&self, event: impl Into<Value>) -> Result<(), String> {
-        handle_event(
-            &self.resource,
-            &self.continuation,
-            &self.sender,
-            &self.config,
-            event.into(),
-            Instant::now() + self.lambda_timeout,
-            "arn:aws:lambda:us-east-1:123456789012:function:under-test".into(),
-        )
-        .await
+        self.runtime
+            .handle(
+                event.into(),
+                Instant::now() + self.lambda_timeout,
+                "arn:aws:lambda:us-east-1:123456789012:function:under-test".into(),
+            )
+            .await
     }
 }
 

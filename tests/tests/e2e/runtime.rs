@@ -4,8 +4,9 @@ use bench::demo::Demo;
 use bench::events::Event;
 use bench::invoke::Invoker;
 use bench::receiver::{Fault, Receiver, FAKE_SIGNATURE};
+use custom_resource::response::UrlPolicy;
 use custom_resource::response::MAX_BODY_BYTES;
-use custom_resource::FAILED_CREATE_PREFIX;
+use custom_resource::{RuntimeConfig, FAILED_CREATE_PREFIX};
 use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -89,8 +90,15 @@ async fn panic_in_the_handler_becomes_failed() {
 
 #[tokio::test]
 async fn a_handler_still_running_near_the_deadline_is_answered_failed_before_the_deadline() {
-    let (rx, _, invoker) = setup().await;
-    let invoker = invoker.timeout(Duration::from_secs(3), Duration::from_secs(1));
+    let rx = Receiver::start().await;
+    let mut invoker = Invoker::with(
+        Demo::default(),
+        RuntimeConfig {
+            deadline_margin: Duration::from_secs(1),
+            ..bench::invoke::test_config()
+        },
+    );
+    invoker.lambda_timeout = Duration::from_secs(3);
     let started = Instant::now();
     let lambda_deadline = started + Duration::from_secs(3);
     invoker
@@ -270,8 +278,14 @@ async fn unknown_request_type_fails_with_a_clear_reason() {
 
 #[tokio::test]
 async fn non_aws_response_url_is_never_requested() {
-    let (rx, demo, invoker) = setup().await;
-    let invoker = invoker.production_url_policy();
+    let (rx, demo, _) = setup().await;
+    let invoker = Invoker::with(
+        demo.clone(),
+        RuntimeConfig {
+            url_policy: UrlPolicy::AwsS3Only,
+            ..bench::invoke::test_config()
+        },
+    );
     invoker
         .invoke(Event::create(TYPE, &rx.url("nope")))
         .await
@@ -323,4 +337,16 @@ async fn secrets_and_the_url_signature_never_reach_the_logs() {
     for sent in rx.accepted() {
         assert!(!String::from_utf8_lossy(&sent.body).contains(key));
     }
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_gets_the_same_answer_without_running_the_handler_again() {
+    let (rx, demo, invoker) = setup().await;
+    let event = Event::create(TYPE, &rx.url("dup")).property("Name", "once");
+    invoker.invoke(event.clone()).await.unwrap();
+    invoker.invoke(event).await.unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent.len(), 2, "each delivery is answered");
+    assert_eq!(sent[0].body, sent[1].body, "with the same answer");
+    assert_eq!(demo.calls(), 1, "the handler ran once");
 }
