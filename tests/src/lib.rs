@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod events;
+pub mod fake_apono;
 pub mod invoke;
 pub mod local_run;
 pub mod moto;

@@ -1,5 +1,6 @@
 //! End-to-end tests: real HTTP, real SDK against moto, fakes only where moto has no API.
 
+mod apono;
 mod local_run;
 mod org_info;
 mod runtime;

@@ -1,0 +1,335 @@
+//! A small client of Apono's admin API (shapes from Apono's public Terraform provider; see
+//! facts.md): connectors (v3) and integrations (v4). Retries 429, 5xx and timeouts with backoff,
+//! honouring Retry-After, never past the deadline it is given.
+
+use custom_resource::logging::scrub;
+use custom_resource::response::{error_chain, truncate_utf8};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use url::Url;
+
+pub const DEFAULT_API_URL: &str = "https://api.apono.io";
+const PAGE_SIZE: usize = 100;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Connector {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl Connector {
+    pub fn is_connected(&self) -> bool {
+        self.status.as_deref() == Some("CONNECTED")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Integration {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub connector_id: Option<String>,
+}
+
+/// What we ask Apono to hold. On PUT (a full replace) `type` and `connector_id` are left out:
+/// the API cannot change them in place.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntegrationSpec {
+    pub name: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_id: Option<String>,
+    /// Every value a JSON string, as the API expects.
+    pub integration_config: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connected_resource_types: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AponoError {
+    #[error("Apono rejected the API token in SSM parameter {parameter} (HTTP {status}): store a valid Apono API token there and retry")]
+    Rejected { parameter: String, status: u16 },
+    #[error("Apono API {method} {path} answered HTTP {status}: {message}")]
+    Client {
+        method: Method,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("Apono API {method} {path} did not succeed after {attempts} attempt(s) within the time left: {last}")]
+    Unavailable {
+        method: Method,
+        path: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("unexpected answer from Apono API {method} {path}: {message}")]
+    Decode {
+        method: Method,
+        path: String,
+        message: String,
+    },
+}
+
+pub struct AponoClient {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+    token_parameter: String,
+    deadline: Instant,
+}
+
+/// One HTTP client per process: connection pool and TLS set-up are reused across events.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("apono-aws-onboarding/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with static settings")
+}
+
+impl AponoClient {
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        token: String,
+        token_parameter: &str,
+        deadline: Instant,
+    ) -> Self {
+        AponoClient {
+            http,
+            base,
+            token,
+            token_parameter: token_parameter.to_string(),
+            deadline,
+        }
+    }
+
+    /// `None` when Apono does not know the connector.
+    pub async fn connector(&self, id: &str) -> Result<Option<Connector>, AponoError> {
+        let path = format!("/api/admin/v3/connectors/{}", encode(id));
+        match self.call(Method::GET, &path, &[], None).await? {
+            None => Ok(None),
+            Some(body) => decode(&Method::GET, &path, body).map(Some),
+        }
+    }
+
+    /// Integrations with this exact name on this connector, every page read.
+    pub async fn find_integrations(
+        &self,
+        name: &str,
+        connector_id: &str,
+    ) -> Result<Vec<Integration>, AponoError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            items: Vec<Integration>,
+            #[serde(default)]
+            pagination: Option<Pagination>,
+        }
+        #[derive(Deserialize)]
+        struct Pagination {
+            #[serde(default)]
+            next_page_token: Option<String>,
+        }
+        let path = "/api/admin/v4/integrations";
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("name", name.to_string()),
+                ("connector_id", connector_id.to_string()),
+                ("limit", PAGE_SIZE.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("page_token", t.clone()));
+            }
+            let body = self
+                .call(Method::GET, path, &query, None)
+                .await?
+                .unwrap_or(Value::Null);
+            let page: Page = decode(&Method::GET, path, body)?;
+            found.extend(
+                page.items
+                    .into_iter()
+                    .filter(|i| i.name == name && i.connector_id.as_deref() == Some(connector_id)),
+            );
+            token = page
+                .pagination
+                .and_then(|p| p.next_page_token)
+                .filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    pub async fn create_integration(
+        &self,
+        spec: &IntegrationSpec,
+    ) -> Result<Integration, AponoError> {
+        let path = "/api/admin/v4/integrations";
+        let body = serde_json::to_value(spec).expect("a spec serializes");
+        let answer = self.call(Method::POST, path, &[], Some(body)).await?;
+        decode(&Method::POST, path, answer.unwrap_or(Value::Null))
+    }
+
+    /// `None` when the integration no longer exists.
+    pub async fn update_integration(
+        &self,
+        id: &str,
+        spec: &IntegrationSpec,
+    ) -> Result<Option<Integration>, AponoError> {
+        let path = format!("/api/admin/v4/integrations/{}", encode(id));
+        let body = serde_json::to_value(spec).expect("a spec serializes");
+        match self.call(Method::PUT, &path, &[], Some(body)).await? {
+            None => Ok(None),
+            Some(answer) => decode(&Method::PUT, &path, answer).map(Some),
+        }
+    }
+
+    /// `false` when it was already gone.
+    pub async fn delete_integration(&self, id: &str) -> Result<bool, AponoError> {
+        let path = format!("/api/admin/v4/integrations/{}", encode(id));
+        Ok(self.call(Method::DELETE, &path, &[], None).await?.is_some())
+    }
+
+    /// One API call with retries. `Ok(None)` is a 404.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Option<Value>, AponoError> {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut attempts = 0;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            attempts += 1;
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(&self.token)
+                .timeout(
+                    remaining
+                        .min(Duration::from_secs(30))
+                        .max(Duration::from_millis(1)),
+                );
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let (last, retry_after) = match request.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if status.is_success() {
+                        let bytes = resp.bytes().await.unwrap_or_default();
+                        if bytes.is_empty() {
+                            return Ok(Some(Value::Null));
+                        }
+                        return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                            AponoError::Decode {
+                                method: method.clone(),
+                                path: path.to_string(),
+                                message: e.to_string(),
+                            }
+                        });
+                    }
+                    if status == StatusCode::NOT_FOUND {
+                        return Ok(None);
+                    }
+                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                        return Err(AponoError::Rejected {
+                            parameter: self.token_parameter.clone(),
+                            status: status.as_u16(),
+                        });
+                    }
+                    let text = resp.text().await.unwrap_or_default();
+                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                        return Err(AponoError::Client {
+                            method,
+                            path: path.to_string(),
+                            status: status.as_u16(),
+                            message: api_message(&text),
+                        });
+                    }
+                    (format!("HTTP {}", status.as_u16()), retry_after)
+                }
+                // without_url: the URL carries nothing secret, but keep messages short.
+                Err(err) => (error_chain(&err.without_url()), None),
+            };
+            let delay = retry_after.unwrap_or_else(|| jitter(backoff));
+            if Instant::now() + delay >= self.deadline {
+                return Err(AponoError::Unavailable {
+                    method,
+                    path: path.to_string(),
+                    attempts,
+                    last,
+                });
+            }
+            tracing::warn!(%method, path, attempt = attempts, error = %last, delay_ms = delay.as_millis() as u64, "Apono API call failed, retrying");
+            tokio::time::sleep(delay).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
+        }
+    }
+}
+
+fn jitter(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    method: &Method,
+    path: &str,
+    body: Value,
+) -> Result<T, AponoError> {
+    serde_json::from_value(body).map_err(|e| AponoError::Decode {
+        method: method.clone(),
+        path: path.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The API's own message if it sent one, shortened, with secrets scrubbed.
+fn api_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        ["message", "error", "detail", "code"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(Value::as_str).map(str::to_string))
+    });
+    let text = from_json.unwrap_or_else(|| body.trim().to_string());
+    let text = if text.is_empty() {
+        "no message".to_string()
+    } else {
+        text
+    };
+    scrub(truncate_utf8(&text, 300))
+}

@@ -1,0 +1,313 @@
+//! A fake of Apono's admin API on 127.0.0.1: connectors (v3) and integrations (v4) with the
+//! shapes in facts.md, bearer-token checks, cursor pagination and controllable faults.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub enum ApiFault {
+    Status(u16),
+    TooManyRequests { retry_after_secs: u64 },
+}
+
+#[derive(Default)]
+struct Inner {
+    token: String,
+    connectors: BTreeMap<String, String>,
+    /// Connector -> GETs still to answer with its current status before it turns CONNECTED.
+    connect_after: HashMap<String, usize>,
+    /// Insertion-ordered integrations.
+    integrations: Vec<Value>,
+    next_id: u64,
+    faults: VecDeque<ApiFault>,
+    latency: Duration,
+    log: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct FakeApono {
+    port: u16,
+    inner: Arc<Mutex<Inner>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeApono {
+    pub async fn start(token: &str) -> FakeApono {
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.to_string(),
+            next_id: 1,
+            ..Default::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeApono {
+            port,
+            inner,
+            task: Arc::new(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    pub fn add_connector(&self, id: &str, status: &str) {
+        self.with(|s| s.connectors.insert(id.into(), status.into()));
+    }
+
+    /// The connector answers its current status `polls` times, then CONNECTED.
+    pub fn connect_after(&self, id: &str, polls: usize) {
+        self.with(|s| s.connect_after.insert(id.into(), polls));
+    }
+
+    /// A pre-existing integration (not created by the stack); returns its ID.
+    pub fn add_integration(&self, name: &str, kind: &str, connector_id: &str) -> String {
+        self.with(|s| {
+            create(
+                s,
+                &json!({"name": name, "type": kind, "connector_id": connector_id}),
+            )
+        })["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn integrations(&self) -> Vec<Value> {
+        self.with(|s| s.integrations.clone())
+    }
+
+    pub fn integration(&self, id: &str) -> Option<Value> {
+        self.with(|s| s.integrations.iter().find(|i| i["id"] == id).cloned())
+    }
+
+    pub fn remove_integration(&self, id: &str) {
+        self.with(|s| s.integrations.retain(|i| i["id"] != id));
+    }
+
+    pub fn fail_next(&self, count: usize, fault: ApiFault) {
+        self.with(|s| s.faults.extend(std::iter::repeat_n(fault, count)));
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|s| s.latency = latency);
+    }
+
+    /// Every request as (method, path and query).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.with(|s| s.log.clone())
+    }
+
+    /// POST, PUT and DELETE requests received.
+    pub fn writes(&self) -> usize {
+        self.requests().iter().filter(|(m, _)| m != "GET").count()
+    }
+}
+
+impl Drop for FakeApono {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+fn create(s: &mut Inner, body: &Value) -> Value {
+    let id = format!("int-{:04}", s.next_id);
+    s.next_id += 1;
+    let integration = json!({
+        "id": id,
+        "name": body["name"],
+        "type": body["type"],
+        "category": "CLOUD",
+        "status": "ACTIVE",
+        "connector_id": body["connector_id"],
+        "integration_config": body.get("integration_config").cloned().unwrap_or(json!({})),
+        "connected_resource_types": body.get("connected_resource_types").cloned().unwrap_or(json!([])),
+    });
+    s.integrations.push(integration.clone());
+    integration
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"status": status.as_u16().to_string(), "code": status.canonical_reason(), "message": message})),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = {
+        let mut s = inner.lock().unwrap();
+        s.log.push((method.to_string(), uri.to_string()));
+        s.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut s = inner.lock().unwrap();
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {}", s.token));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"status": "401", "code": "Unauthorized"})),
+        )
+            .into_response();
+    }
+    if let Some(fault) = s.faults.pop_front() {
+        return match fault {
+            ApiFault::Status(code) => error(StatusCode::from_u16(code).unwrap(), "injected fault"),
+            ApiFault::TooManyRequests { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after_secs.to_string())],
+                "slow down",
+            )
+                .into_response(),
+        };
+    }
+    let query: HashMap<String, String> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let json_body = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "admin", "v3", "connectors", id]) => {
+            let id = id.to_string();
+            let Some(status) = s.connectors.get(&id).cloned() else {
+                return error(StatusCode::NOT_FOUND, "connector not found");
+            };
+            let status = match s.connect_after.get_mut(&id) {
+                Some(0) => {
+                    s.connectors.insert(id.clone(), "CONNECTED".into());
+                    "CONNECTED".to_string()
+                }
+                Some(n) => {
+                    *n -= 1;
+                    status
+                }
+                None => status,
+            };
+            axum::Json(json!({"id": id, "name": id, "status": status, "version": "1.7.8"}))
+                .into_response()
+        }
+        ("GET", ["api", "admin", "v4", "integrations"]) => {
+            let matches: Vec<&Value> = s
+                .integrations
+                .iter()
+                .filter(|i| {
+                    // A search, not an equality: the client must filter exactly itself.
+                    query
+                        .get("name")
+                        .is_none_or(|n| i["name"].as_str().is_some_and(|v| v.contains(n.as_str())))
+                })
+                .filter(|i| query.get("type").is_none_or(|t| i["type"] == t.as_str()))
+                .filter(|i| {
+                    query
+                        .get("connector_id")
+                        .is_none_or(|c| i["connector_id"] == c.as_str())
+                })
+                .collect();
+            let limit: usize = query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100)
+                .clamp(1, 100);
+            let start: usize = query
+                .get("page_token")
+                .and_then(|t| t.strip_prefix("cursor-"))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let end = (start + limit).min(matches.len());
+            let next = (end < matches.len()).then(|| format!("cursor-{end}"));
+            axum::Json(json!({
+                "items": matches[start.min(end)..end],
+                "pagination": {"next_page_token": next},
+            }))
+            .into_response()
+        }
+        ("POST", ["api", "admin", "v4", "integrations"]) => {
+            let body = json_body();
+            if body["name"].as_str().unwrap_or("").is_empty() || body["type"].as_str().is_none() {
+                return error(StatusCode::BAD_REQUEST, "name and type are required");
+            }
+            if body["integration_config"]
+                .as_object()
+                .is_some_and(|m| m.values().any(|v| !v.is_string()))
+            {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "integration_config values must be strings",
+                );
+            }
+            (StatusCode::CREATED, axum::Json(create(&mut s, &body))).into_response()
+        }
+        ("GET", ["api", "admin", "v4", "integrations", id]) => {
+            match s.integrations.iter().find(|i| i["id"] == *id) {
+                Some(i) => axum::Json(i.clone()).into_response(),
+                None => error(StatusCode::NOT_FOUND, "integration not found"),
+            }
+        }
+        ("PUT", ["api", "admin", "v4", "integrations", id]) => {
+            let body = json_body();
+            if body.get("type").is_some() || body.get("connector_id").is_some() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "type and connector_id cannot be updated",
+                );
+            }
+            match s.integrations.iter_mut().find(|i| i["id"] == *id) {
+                Some(i) => {
+                    i["name"] = body["name"].clone();
+                    i["integration_config"] =
+                        body.get("integration_config").cloned().unwrap_or(json!({}));
+                    i["connected_resource_types"] = body
+                        .get("connected_resource_types")
+                        .cloned()
+                        .unwrap_or(json!([]));
+                    axum::Json(i.clone()).into_response()
+                }
+                None => error(StatusCode::NOT_FOUND, "integration not found"),
+            }
+        }
+        ("DELETE", ["api", "admin", "v4", "integrations", id]) => {
+            let before = s.integrations.len();
+            s.integrations.retain(|i| i["id"] != *id);
+            if s.integrations.len() < before {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                error(StatusCode::NOT_FOUND, "integration not found")
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    }
+}

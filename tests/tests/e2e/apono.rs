@@ -1,0 +1,395 @@
+//! Custom::AponoIntegration: SSM through moto, Apono through the fake, events through the
+//! runtime to the response receiver.
+
+use apono_integration::token::SsmTokens;
+use apono_integration::AponoIntegration;
+use bench::events::Event;
+use bench::fake_apono::{ApiFault, FakeApono};
+use bench::invoke::Invoker;
+use bench::moto::Moto;
+use bench::receiver::Receiver;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const TYPE: &str = "Custom::AponoIntegration";
+const TOKEN: &str = "apono-api-token-5f1e0c7a9b";
+const PARAM: &str = "/apono/api-token";
+const CONNECTOR: &str = "apono-connector-1";
+
+struct Bench {
+    _moto: Moto,
+    apono: FakeApono,
+    rx: Receiver,
+    invoker: Invoker<AponoIntegration<SsmTokens>>,
+    ssm: aws_sdk_ssm::Client,
+}
+
+async fn bench() -> Bench {
+    let moto = Moto::start().await;
+    let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+    ssm.put_parameter()
+        .name(PARAM)
+        .value(TOKEN)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let apono = FakeApono::start(TOKEN).await;
+    apono.add_connector(CONNECTOR, "CONNECTED");
+    let invoker = Invoker::new(AponoIntegration::new(SsmTokens { ssm: ssm.clone() }));
+    Bench {
+        _moto: moto,
+        apono,
+        rx: Receiver::start().await,
+        invoker,
+        ssm,
+    }
+}
+
+impl Bench {
+    fn props(&self) -> Value {
+        json!({
+            "ConnectorId": CONNECTOR,
+            "ApiTokenParameterName": PARAM,
+            "ApiUrl": self.apono.url(),
+            "OrganizationId": "o-abcdefghij",
+            "IntegrationConfig": {"region": "us-east-1", "role_arn": "arn:aws:iam::111111111111:role/apono-management"},
+            "ConnectorWaitSeconds": "3",
+        })
+    }
+
+    async fn send(&self, event: Event) -> Value {
+        let before = self.rx.accepted().len();
+        self.invoker.invoke(event).await.unwrap();
+        let sent = self.rx.accepted();
+        assert_eq!(sent.len(), before + 1, "exactly one response");
+        sent.last().unwrap().json()
+    }
+
+    async fn create(&self, props: Value) -> Value {
+        self.send(Event::create(TYPE, &self.rx.url("c")).properties(props))
+            .await
+    }
+}
+
+fn with(mut props: Value, key: &str, value: Value) -> Value {
+    props[key] = value;
+    props
+}
+
+#[tokio::test]
+async fn full_lifecycle_creates_updates_in_place_and_deletes_what_it_created() {
+    let b = bench().await;
+    let created = b.create(b.props()).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let id = created["Data"]["IntegrationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let physical = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert_eq!(physical, format!("created:{id}"));
+    assert_eq!(created["Data"]["Status"], "ACTIVE");
+    assert_eq!(
+        created["Data"]["IntegrationName"],
+        "aws-organization-o-abcdefghij"
+    );
+    let stored = b.apono.integration(&id).unwrap();
+    assert_eq!(stored["type"], "aws-organization");
+    assert_eq!(stored["connector_id"], CONNECTOR);
+    assert_eq!(stored["integration_config"]["region"], "us-east-1");
+
+    // A real change: PUT in place, same physical ID.
+    let new_props = with(
+        b.props(),
+        "IntegrationConfig",
+        json!({"region": "eu-west-1"}),
+    );
+    let writes = b.apono.writes();
+    let updated = b
+        .send(
+            Event::update(TYPE, &b.rx.url("u"), &physical)
+                .properties(new_props.clone())
+                .old_properties(b.props()),
+        )
+        .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], physical.as_str());
+    assert_eq!(b.apono.writes(), writes + 1);
+    assert_eq!(
+        b.apono.integration(&id).unwrap()["integration_config"]["region"],
+        "eu-west-1"
+    );
+
+    // No change: not a single Apono call.
+    let requests = b.apono.requests().len();
+    let noop = b
+        .send(
+            Event::update(TYPE, &b.rx.url("n"), &physical)
+                .properties(new_props.clone())
+                .old_properties(new_props.clone()),
+        )
+        .await;
+    assert_eq!(noop["Status"], "SUCCESS");
+    assert_eq!(
+        b.apono.requests().len(),
+        requests,
+        "a no-op update calls nothing"
+    );
+
+    let deleted = b
+        .send(Event::delete(TYPE, &b.rx.url("d"), &physical).properties(new_props))
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS");
+    assert!(
+        b.apono.integration(&id).is_none(),
+        "deleted what it created"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_integration_is_adopted_and_left_alone_on_delete() {
+    let b = bench().await;
+    let existing = b.apono.add_integration(
+        "aws-organization-o-abcdefghij",
+        "aws-organization",
+        CONNECTOR,
+    );
+    let created = b.create(b.props()).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["PhysicalResourceId"], format!("adopted:{existing}"));
+    assert_eq!(created["Data"]["Ownership"], "adopted");
+    assert_eq!(b.apono.integrations().len(), 1, "no duplicate");
+    let deleted = b
+        .send(
+            Event::delete(TYPE, &b.rx.url("d"), &format!("adopted:{existing}"))
+                .properties(b.props()),
+        )
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS");
+    assert!(
+        b.apono.integration(&existing).is_some(),
+        "adopted integration kept"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_create_delivery_yields_one_integration() {
+    let b = bench().await;
+    let event = Event::create(TYPE, &b.rx.url("dup")).properties(b.props());
+    b.invoker.invoke(event.clone()).await.unwrap();
+    b.invoker.invoke(event.clone()).await.unwrap();
+    // The same event in another process (another Lambda container).
+    let elsewhere = Invoker::new(AponoIntegration::new(SsmTokens { ssm: b.ssm.clone() }));
+    elsewhere.invoke(event).await.unwrap();
+    assert_eq!(b.apono.integrations().len(), 1);
+    assert_eq!(b.rx.accepted().len(), 3, "every delivery answered");
+}
+
+#[tokio::test]
+async fn unknown_connector_fails_clearly_and_rollback_delete_succeeds() {
+    let b = bench().await;
+    let failed = b
+        .create(with(b.props(), "ConnectorId", json!("not-installed")))
+        .await;
+    assert_eq!(failed["Status"], "FAILED");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("connector not-installed is not known to Apono: install it first"),
+        "{reason}"
+    );
+    let marker = failed["PhysicalResourceId"].as_str().unwrap();
+    let rollback = b
+        .send(Event::delete(TYPE, &b.rx.url("r"), marker).properties(b.props()))
+        .await;
+    assert_eq!(rollback["Status"], "SUCCESS");
+    assert!(b.apono.integrations().is_empty());
+}
+
+#[tokio::test]
+async fn delete_of_an_integration_already_gone_succeeds() {
+    let b = bench().await;
+    let created = b.create(b.props()).await;
+    let id = created["Data"]["IntegrationId"].as_str().unwrap();
+    b.apono.remove_integration(id);
+    let deleted = b
+        .send(
+            Event::delete(
+                TYPE,
+                &b.rx.url("d"),
+                created["PhysicalResourceId"].as_str().unwrap(),
+            )
+            .properties(b.props()),
+        )
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+}
+
+#[tokio::test]
+async fn a_rejected_token_names_the_ssm_parameter_and_the_status() {
+    let b = bench().await;
+    b.ssm
+        .put_parameter()
+        .name(PARAM)
+        .value("wrong-token-value-123")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let failed = b.create(b.props()).await;
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason
+            .contains("Apono rejected the API token in SSM parameter /apono/api-token (HTTP 401)"),
+        "{reason}"
+    );
+    assert!(!reason.contains("wrong-token-value-123"));
+}
+
+#[tokio::test]
+async fn server_errors_and_throttling_are_retried_until_success() {
+    let b = bench().await;
+    b.apono.fail_next(2, ApiFault::Status(500));
+    b.apono.fail_next(
+        1,
+        ApiFault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    );
+    let started = std::time::Instant::now();
+    let created = b.create(b.props()).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(b.apono.integrations().len(), 1);
+}
+
+#[tokio::test]
+async fn the_matching_integration_is_found_among_150_on_later_pages() {
+    let b = bench().await;
+    // The name filter is a search: these all match it, on our connector, but none is ours.
+    for i in 0..160 {
+        b.apono.add_integration(
+            &format!("aws-organization-o-abcdefghij-copy-{i}"),
+            "aws-organization",
+            CONNECTOR,
+        );
+    }
+    let mine = b.apono.add_integration(
+        "aws-organization-o-abcdefghij",
+        "aws-organization",
+        CONNECTOR,
+    );
+    let created = b.create(b.props()).await;
+    assert_eq!(
+        created["PhysicalResourceId"],
+        format!("adopted:{mine}"),
+        "{created}"
+    );
+    let pages = b
+        .apono
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.starts_with("/api/admin/v4/integrations?"))
+        .count();
+    assert_eq!(pages, 2, "161 matches at 100 a page");
+}
+
+#[tokio::test]
+async fn a_connector_that_never_connects_fails_before_the_deadline_saying_its_status() {
+    let b = bench().await;
+    b.apono.add_connector("sleepy", "DISCONNECTED");
+    let started = std::time::Instant::now();
+    let failed = b
+        .create(with(
+            with(b.props(), "ConnectorId", json!("sleepy")),
+            "ConnectorWaitSeconds",
+            json!("2"),
+        ))
+        .await;
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("did not report CONNECTED") && reason.contains("DISCONNECTED"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // One that connects after a few polls is waited for.
+    b.apono.add_connector("slow", "DISCONNECTED");
+    b.apono.connect_after("slow", 2);
+    let created = b
+        .create(with(b.props(), "ConnectorId", json!("slow")))
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+}
+
+#[tokio::test]
+async fn a_missing_ssm_parameter_fails_with_the_command_that_creates_it() {
+    let b = bench().await;
+    let failed = b
+        .create(with(
+            b.props(),
+            "ApiTokenParameterName",
+            json!("/apono/missing"),
+        ))
+        .await;
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SSM parameter /apono/missing does not exist"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("aws ssm put-parameter --type SecureString"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_type_change_is_a_replacement_whose_old_integration_is_then_deleted() {
+    let b = bench().await;
+    let created = b.create(b.props()).await;
+    let old_physical = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let old_id = created["Data"]["IntegrationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_props = with(b.props(), "IntegrationType", json!("aws-account"));
+    let updated = b
+        .send(
+            Event::update(TYPE, &b.rx.url("u"), &old_physical)
+                .properties(new_props.clone())
+                .old_properties(b.props()),
+        )
+        .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    let new_physical = updated["PhysicalResourceId"].as_str().unwrap();
+    assert_ne!(new_physical, old_physical, "replacement");
+    assert!(new_physical.starts_with("created:"));
+    // CloudFormation then deletes the old physical ID.
+    b.send(Event::delete(TYPE, &b.rx.url("d"), &old_physical).properties(b.props()))
+        .await;
+    assert!(b.apono.integration(&old_id).is_none());
+    assert_eq!(b.apono.integrations().len(), 1);
+    assert_eq!(b.apono.integrations()[0]["type"], "aws-account");
+}
+
+#[tokio::test]
+async fn the_token_never_reaches_logs_reasons_or_data() {
+    let (logs, _guard) = custom_resource::logging::capture();
+    let b = bench().await;
+    let created = b.create(b.props()).await;
+    b.apono.fail_next(1, ApiFault::Status(400));
+    let failed = b
+        .create(with(b.props(), "IntegrationName", json!("second")))
+        .await;
+    assert_eq!(failed["Status"], "FAILED");
+    let text = logs.text();
+    assert!(text.contains("response sent"), "logs captured");
+    assert!(!text.contains(TOKEN), "token in logs:\n{text}");
+    for sent in b.rx.accepted() {
+        assert!(!String::from_utf8_lossy(&sent.body).contains(TOKEN));
+    }
+    assert!(!created.to_string().contains(TOKEN));
+}
