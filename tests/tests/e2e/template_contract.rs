@@ -20,6 +20,10 @@ fn check<P: Properties>(value: Value) -> Result<(), String> {
 fn contract(resource_type: &str) -> Option<(Check, &'static [&'static str])> {
     match resource_type {
         "Custom::OrganizationInfo" => Some((check::<org_info::OrgInfoProps>, org_info::DATA_KEYS)),
+        "Custom::AponoIntegration" => Some((
+            check::<apono_integration::AponoProps>,
+            apono_integration::DATA_KEYS,
+        )),
         _ => None,
     }
 }
@@ -39,12 +43,21 @@ fn template_json(file: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// What CloudFormation would pass for each parameter: its default, else its first allowed value.
+/// Values a user would give, where the default is not what a typical install uses.
+const SAMPLES: &[(&str, &str)] = &[("AponoConnectorId", "apono-connector-prod")];
+
+/// What CloudFormation would pass for each parameter: a sample, its default, else its first
+/// allowed value.
 fn parameter_values(template: &Value) -> BTreeMap<String, Value> {
     let mut values = BTreeMap::new();
     for (name, spec) in template["Parameters"].as_object().into_iter().flatten() {
-        let value = spec
-            .get("Default")
+        let sample = SAMPLES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| json!(v));
+        let value = sample
+            .as_ref()
+            .or_else(|| spec.get("Default"))
             .or_else(|| spec["AllowedValues"].get(0))
             .unwrap_or_else(|| panic!("parameter {name} has no default: add a sample here"));
         values.insert(name.clone(), value.clone());
@@ -66,8 +79,16 @@ fn substitute(value: &Value, params: &BTreeMap<String, Value>) -> Option<Value> 
                     "AWS::StackName" => Some(json!("apono-onboarding")),
                     name => Some(substitute(&params[name], params).unwrap()),
                 },
-                "Fn::GetAtt" => Some(json!(format!("getatt-{}", arg[1].as_str().unwrap()))),
-                "Fn::Sub" => Some(json!(arg.as_str().or(arg[0].as_str()).unwrap())),
+                "Fn::GetAtt" => Some(json!(match arg[1].as_str().unwrap() {
+                    "OrganizationId" => "o-abcdefghij".to_string(),
+                    "Arn" => "arn:aws:lambda:us-east-1:111111111111:function:f".to_string(),
+                    key => format!("getatt-{key}"),
+                })),
+                "Fn::Sub" => Some(json!(arg
+                    .as_str()
+                    .or(arg[0].as_str())
+                    .unwrap()
+                    .replace("${OrganizationInfo.OrganizationId}", "o-abcdefghij"))),
                 "Fn::If" => substitute(&arg[1], params),
                 "Fn::Join" => {
                     let items: Vec<String> = arg[1]
