@@ -280,6 +280,9 @@ pub enum EksError {
     },
 }
 
+/// One AssumeRole per account per run, shared by that account's regions.
+type ConfigCache = Mutex<HashMap<String, Arc<OnceCell<Result<aws_config::SdkConfig, ApiError>>>>>;
+
 /// What a run ended with.
 pub enum RunResult {
     Finished(Progress),
@@ -353,9 +356,7 @@ impl<F: Fleet> EksAccessEntries<F> {
         // Keep a quarter of this invocation's time (1-60 s) to finish what is in flight.
         let reserve = (ctx.remaining() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         let started = AtomicUsize::new(0);
-        let configs: Mutex<
-            HashMap<String, Arc<OnceCell<Result<aws_config::SdkConfig, ApiError>>>>,
-        > = Mutex::default();
+        let configs: ConfigCache = Mutex::default();
         let owner = Owner {
             stack_id: progress.owner_stack.clone(),
             logical_id: progress.owner_logical.clone(),
