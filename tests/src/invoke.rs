@@ -3,8 +3,12 @@
 //! URLs allowed.
 
 use custom_resource::response::UrlPolicy;
-use custom_resource::{Continuation, CustomResource, NoContinuation, Runtime, RuntimeConfig};
+use custom_resource::{
+    Context, Continuation, ContinuationError, CustomResource, NoContinuation, Runtime,
+    RuntimeConfig,
+};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -55,5 +59,23 @@ impl<R: CustomResource, C: Continuation> Invoker<R, C> {
 impl From<crate::events::Event> for Value {
     fn from(e: crate::events::Event) -> Value {
         e.into_value()
+    }
+}
+
+/// A continuation that keeps the events it is handed, for the test to deliver as the next
+/// invocation (what the Lambda self-invoke does in production).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<Value>>>);
+
+impl Captured {
+    pub fn take(&self) -> Option<Value> {
+        self.0.lock().unwrap().pop()
+    }
+}
+
+impl Continuation for Captured {
+    async fn continue_with(&self, _: &Context, event: Value) -> Result<(), ContinuationError> {
+        self.0.lock().unwrap().push(event);
+        Ok(())
     }
 }

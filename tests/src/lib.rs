@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod events;
 pub mod fake_apono;
+pub mod fake_eks;
 pub mod invoke;
 pub mod local_run;
 pub mod moto;

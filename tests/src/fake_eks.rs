@@ -1,0 +1,438 @@
+//! A fake of the EKS API that moto lacks: clusters with an authentication mode, and access
+//! entries with their policies. The caller's account is what moto says it is (the request's
+//! Authorization header is replayed to moto's GetCallerIdentity; moto maps access keys to
+//! accounts without checking signatures); the region is the SigV4 credential scope's.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub tags: BTreeMap<String, String>,
+    /// policy ARN -> access scope JSON
+    pub policies: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+struct Cluster {
+    status: String,
+    mode: String,
+    entries: BTreeMap<String, Entry>,
+}
+
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Inner {
+    moto: String,
+    clusters: BTreeMap<Key, Cluster>,
+    accounts_by_key: HashMap<String, String>,
+    denied: HashSet<String>,
+    throttle_next: usize,
+    latency: Duration,
+    mutations: usize,
+    requests: usize,
+}
+
+#[derive(Clone)]
+pub struct FakeEks {
+    port: u16,
+    inner: Arc<Mutex<Inner>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeEks {
+    pub async fn start(moto_endpoint: &str) -> FakeEks {
+        let inner = Arc::new(Mutex::new(Inner {
+            moto: moto_endpoint.to_string(),
+            ..Default::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeEks {
+            port,
+            inner,
+            task: Arc::new(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    /// `status`: ACTIVE, CREATING, ...; `mode`: API, API_AND_CONFIG_MAP or CONFIG_MAP.
+    pub fn add_cluster(&self, account: &str, region: &str, name: &str, status: &str, mode: &str) {
+        self.with(|s| {
+            s.clusters.insert(
+                (account.into(), region.into(), name.into()),
+                Cluster {
+                    status: status.into(),
+                    mode: mode.into(),
+                    entries: BTreeMap::new(),
+                },
+            )
+        });
+    }
+
+    /// An entry somebody else made (no tags of ours).
+    pub fn add_entry(&self, account: &str, region: &str, cluster: &str, principal: &str) {
+        self.with(|s| {
+            s.clusters
+                .get_mut(&(account.into(), region.into(), cluster.into()))
+                .expect("cluster")
+                .entries
+                .insert(
+                    principal.into(),
+                    Entry {
+                        tags: BTreeMap::from([("owner".into(), "platform-team".into())]),
+                        policies: BTreeMap::from([(
+                            "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy".into(),
+                            json!({"type": "cluster"}),
+                        )]),
+                    },
+                )
+        });
+    }
+
+    pub fn entries(&self, account: &str, region: &str, cluster: &str) -> BTreeMap<String, Entry> {
+        self.with(|s| {
+            s.clusters[&(account.to_string(), region.to_string(), cluster.to_string())]
+                .entries
+                .clone()
+        })
+    }
+
+    pub fn mode(&self, account: &str, region: &str, cluster: &str) -> String {
+        self.with(|s| {
+            s.clusters[&(account.to_string(), region.to_string(), cluster.to_string())]
+                .mode
+                .clone()
+        })
+    }
+
+    /// Every entry in the fake: (account, region, cluster, principal).
+    pub fn all_entries(&self) -> Vec<(String, String, String, String)> {
+        self.with(|s| {
+            s.clusters
+                .iter()
+                .flat_map(|((a, r, c), cl)| {
+                    cl.entries
+                        .keys()
+                        .map(move |p| (a.clone(), r.clone(), c.clone(), p.clone()))
+                })
+                .collect()
+        })
+    }
+
+    pub fn deny_account(&self, account: &str) {
+        self.with(|s| s.denied.insert(account.into()));
+    }
+
+    pub fn throttle_next(&self, count: usize) {
+        self.with(|s| s.throttle_next = count);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|s| s.latency = latency);
+    }
+
+    /// Mutating calls received (create, delete, associate, disassociate, update-config).
+    pub fn mutations(&self) -> usize {
+        self.with(|s| s.mutations)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.with(|s| s.requests)
+    }
+}
+
+impl Drop for FakeEks {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [("x-amzn-errortype", kind.to_string())],
+        axum::Json(json!({"message": message})),
+    )
+        .into_response()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (access key, region) from `Credential=AKID/date/region/service/aws4_request`.
+fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?.split(',').next()?;
+    let mut parts = credential.split('/');
+    let key = parts.next()?.to_string();
+    let region = parts.nth(1)?.to_string();
+    Some((key, region))
+}
+
+async fn account_of(inner: &Arc<Mutex<Inner>>, headers: &HeaderMap, key: &str) -> Option<String> {
+    let (cached, moto) = {
+        let s = inner.lock().unwrap();
+        (s.accounts_by_key.get(key).cloned(), s.moto.clone())
+    };
+    if cached.is_some() {
+        return cached;
+    }
+    // moto routes by the credential scope's service: ask as STS, same key.
+    let authorization = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .replace("/eks/aws4_request", "/sts/aws4_request");
+    let answer = reqwest::Client::new()
+        .post(format!("{moto}/"))
+        .header("authorization", authorization)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("Action=GetCallerIdentity&Version=2011-06-15")
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let account = answer
+        .split("<Account>")
+        .nth(1)?
+        .split("</Account>")
+        .next()?
+        .to_string();
+    inner
+        .lock()
+        .unwrap()
+        .accounts_by_key
+        .insert(key.to_string(), account.clone());
+    Some(account)
+}
+
+fn cluster_json(account: &str, region: &str, name: &str, c: &Cluster) -> Value {
+    json!({
+        "name": name,
+        "arn": format!("arn:aws:eks:{region}:{account}:cluster/{name}"),
+        "status": c.status,
+        "version": "1.31",
+        "createdAt": 1_700_000_000,
+        "accessConfig": {"authenticationMode": c.mode},
+    })
+}
+
+fn entry_json(account: &str, region: &str, cluster: &str, principal: &str, e: &Entry) -> Value {
+    json!({
+        "clusterName": cluster,
+        "principalArn": principal,
+        "accessEntryArn": format!("arn:aws:eks:{region}:{account}:access-entry/{cluster}/role/x"),
+        "kubernetesGroups": [],
+        "createdAt": 1_700_000_000,
+        "modifiedAt": 1_700_000_000,
+        "tags": e.tags,
+        "username": principal,
+        "type": "STANDARD",
+    })
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = {
+        let mut s = inner.lock().unwrap();
+        s.requests += 1;
+        s.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let Some((key, region)) = credential_scope(&headers) else {
+        return error(
+            403,
+            "UnrecognizedClientException",
+            "missing SigV4 authorization",
+        );
+    };
+    let Some(account) = account_of(&inner, &headers, &key).await else {
+        return error(403, "UnrecognizedClientException", "unknown access key");
+    };
+    let mut s = inner.lock().unwrap();
+    if s.denied.contains(&account) {
+        return error(
+            403,
+            "AccessDeniedException",
+            &format!("User is not authorized in account {account}"),
+        );
+    }
+    if s.throttle_next > 0 {
+        s.throttle_next -= 1;
+        return error(429, "ThrottlingException", "Rate exceeded");
+    }
+    let mutating = method != Method::GET;
+    let segments: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let query: HashMap<String, String> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if mutating {
+        s.mutations += 1;
+    }
+    let cluster_key = |name: &str| (account.clone(), region.clone(), name.to_string());
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["clusters"]) => {
+            let names: Vec<String> = s
+                .clusters
+                .keys()
+                .filter(|(a, r, _)| *a == account && *r == region)
+                .map(|(_, _, n)| n.clone())
+                .collect();
+            let limit: usize = query
+                .get("maxResults")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(100);
+            let start: usize = query
+                .get("nextToken")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let end = (start + limit).min(names.len());
+            let next = (end < names.len()).then(|| end.to_string());
+            axum::Json(json!({"clusters": names[start.min(end)..end], "nextToken": next}))
+                .into_response()
+        }
+        ("GET", ["clusters", name]) => match s.clusters.get(&cluster_key(name)) {
+            Some(c) => axum::Json(json!({"cluster": cluster_json(&account, &region, name, c)}))
+                .into_response(),
+            None => error(404, "ResourceNotFoundException", "No cluster found"),
+        },
+        ("POST", ["clusters", name, "update-config"]) => {
+            match s.clusters.get_mut(&cluster_key(name)) {
+                Some(c) => {
+                    if let Some(mode) = body["accessConfig"]["authenticationMode"].as_str() {
+                        c.mode = mode.to_string();
+                        c.status = "UPDATING".into();
+                    }
+                    axum::Json(json!({"update": {"id": "update-1", "status": "InProgress", "type": "AccessConfigUpdate"}})).into_response()
+                }
+                None => error(404, "ResourceNotFoundException", "No cluster found"),
+            }
+        }
+        (m, ["clusters", name, "access-entries", rest @ ..]) => {
+            let Some(cluster) = s.clusters.get_mut(&cluster_key(name)) else {
+                return error(404, "ResourceNotFoundException", "No cluster found");
+            };
+            match (m, rest) {
+                ("POST", []) => {
+                    if cluster.mode == "CONFIG_MAP" {
+                        return error(400, "InvalidRequestException", "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.");
+                    }
+                    let principal = body["principalArn"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if cluster.entries.contains_key(&principal) {
+                        return error(409, "ResourceInUseException", "The specified access entry resource is already in use on this cluster.");
+                    }
+                    let tags: BTreeMap<String, String> =
+                        serde_json::from_value(body["tags"].clone()).unwrap_or_default();
+                    let entry = Entry {
+                        tags,
+                        policies: BTreeMap::new(),
+                    };
+                    let answer = entry_json(&account, &region, name, &principal, &entry);
+                    cluster.entries.insert(principal, entry);
+                    axum::Json(json!({"accessEntry": answer})).into_response()
+                }
+                (m, [principal, tail @ ..]) => {
+                    let principal = principal.to_string();
+                    let Some(entry) = cluster.entries.get_mut(&principal) else {
+                        return error(
+                            404,
+                            "ResourceNotFoundException",
+                            "The specified principalArn could not be found.",
+                        );
+                    };
+                    match (m, tail) {
+                        ("GET", []) => axum::Json(json!({"accessEntry": entry_json(&account, &region, name, &principal, entry)})).into_response(),
+                        ("DELETE", []) => {
+                            cluster.entries.remove(&principal);
+                            axum::Json(json!({})).into_response()
+                        }
+                        ("GET", ["access-policies"]) => {
+                            let policies: Vec<Value> = entry
+                                .policies
+                                .iter()
+                                .map(|(arn, scope)| json!({"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}))
+                                .collect();
+                            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicies": policies})).into_response()
+                        }
+                        ("POST", ["access-policies"]) => {
+                            let arn = body["policyArn"].as_str().unwrap_or_default().to_string();
+                            let scope = body["accessScope"].clone();
+                            entry.policies.insert(arn.clone(), scope.clone());
+                            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicy": {"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}})).into_response()
+                        }
+                        ("DELETE", ["access-policies", policy]) => {
+                            if entry.policies.remove(*policy).is_none() {
+                                return error(404, "ResourceNotFoundException", "policy not associated");
+                            }
+                            axum::Json(json!({})).into_response()
+                        }
+                        _ => error(404, "UnknownOperationException", "no such route"),
+                    }
+                }
+                _ => error(404, "UnknownOperationException", "no such route"),
+            }
+        }
+        _ => error(404, "UnknownOperationException", "no such route"),
+    }
+}

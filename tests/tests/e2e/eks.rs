@@ -1,0 +1,361 @@
+//! Custom::EksAccessEntries over an emulated organization: Organizations and STS in moto,
+//! clusters and access entries in the fake EKS.
+
+use bench::events::Event;
+use bench::fake_eks::FakeEks;
+use bench::invoke::{test_config, Captured, Invoker};
+use bench::moto::Moto;
+use bench::org::seed_organization;
+use bench::receiver::Receiver;
+use custom_resource::{Context, RuntimeConfig};
+use eks_access_entries::eks::{RESOURCE_TAG, STACK_TAG};
+use eks_access_entries::fleet::AwsFleet;
+use eks_access_entries::{EksAccessEntries, ScheduledInput, CLUSTER_ADMIN_POLICY};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const TYPE: &str = "Custom::EksAccessEntries";
+const CONNECTOR: &str = "arn:aws:iam::123456789012:role/apono-connector";
+const NEW_CONNECTOR: &str = "arn:aws:iam::123456789012:role/apono-connector-v2";
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+
+struct Bench {
+    moto: Moto,
+    eks: FakeEks,
+    rx: Receiver,
+    accounts: Vec<String>,
+}
+
+/// 3 accounts x 3 regions; in each: an API and an API_AND_CONFIG_MAP cluster; in us-east-1
+/// also a CONFIG_MAP and a CREATING cluster. Someone else's entry for the connector role sits
+/// on one cluster already.
+async fn bench() -> Bench {
+    let moto = Moto::start().await;
+    let org = seed_organization(&moto.sdk_config(), 2, 1).await;
+    let eks = FakeEks::start(&moto.endpoint).await;
+    let mut accounts = vec![org.management_account_id.clone()];
+    accounts.extend(org.member_account_ids.clone());
+    for account in &accounts {
+        for region in REGIONS {
+            eks.add_cluster(account, region, "api", "ACTIVE", "API");
+            eks.add_cluster(account, region, "both", "ACTIVE", "API_AND_CONFIG_MAP");
+        }
+        eks.add_cluster(account, "us-east-1", "legacy", "ACTIVE", "CONFIG_MAP");
+        eks.add_cluster(account, "us-east-1", "young", "CREATING", "API");
+    }
+    eks.add_entry(&accounts[1], "eu-west-1", "api", CONNECTOR);
+    Bench {
+        moto,
+        eks,
+        rx: Receiver::start().await,
+        accounts,
+    }
+}
+
+impl Bench {
+    async fn resource(&self) -> EksAccessEntries<AwsFleet> {
+        EksAccessEntries::new(
+            AwsFleet::new(self.moto.sdk_config(), Some(self.eks.url()))
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn invoker(&self) -> Invoker<EksAccessEntries<AwsFleet>> {
+        Invoker::new(self.resource().await)
+    }
+
+    async fn send(&self, invoker: &Invoker<EksAccessEntries<AwsFleet>>, event: Event) -> Value {
+        let before = self.rx.accepted().len();
+        invoker.invoke(event).await.unwrap();
+        let sent = self.rx.accepted();
+        assert_eq!(sent.len(), before + 1, "exactly one response");
+        sent.last().unwrap().json()
+    }
+
+    /// Entries for `principal` that carry our tags.
+    fn ours(&self, principal: &str) -> usize {
+        self.eks
+            .all_entries()
+            .iter()
+            .filter(|(a, r, c, p)| {
+                p == principal && self.eks.entries(a, r, c)[p].tags.contains_key(STACK_TAG)
+            })
+            .count()
+    }
+}
+
+fn props(principal: &str) -> Value {
+    json!({"PrincipalArn": principal, "Regions": REGIONS.join(","), "MaxConcurrency": "8"})
+}
+
+#[tokio::test]
+async fn create_covers_every_account_region_and_mode_and_delete_removes_only_its_own() {
+    let b = bench().await;
+    let invoker = b.invoker().await;
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("c"))
+                .logical_id("EksAccessEntries")
+                .properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let data = &created["Data"];
+    assert_eq!(data["Accounts"], "3");
+    assert_eq!(data["Regions"], "3");
+    assert_eq!(data["Clusters"], "24", "3 accounts x (3 x 2 + 2)");
+    assert_eq!(
+        data["Created"], "17",
+        "18 eligible, one already had an entry"
+    );
+    assert_eq!(data["Present"], "1");
+    assert_eq!(
+        data["Skipped"], "6",
+        "CONFIG_MAP and CREATING in each account"
+    );
+    assert!(
+        data["SkipReasons"].as_str().unwrap().contains("CONFIG_MAP")
+            || data["SkipReasons"].as_str().unwrap().contains("CREATING")
+    );
+
+    // What was created: tagged, cluster admin, cluster scope.
+    let entry = &b.eks.entries(&b.accounts[2], "ap-southeast-2", "both")[CONNECTOR];
+    assert_eq!(entry.tags[STACK_TAG], bench::events::STACK_ID);
+    assert_eq!(entry.tags[RESOURCE_TAG], "EksAccessEntries");
+    assert_eq!(
+        entry.policies[CLUSTER_ADMIN_POLICY],
+        json!({"type": "cluster"})
+    );
+    assert!(
+        b.eks
+            .entries(&b.accounts[0], "us-east-1", "legacy")
+            .is_empty(),
+        "CONFIG_MAP untouched"
+    );
+    assert_eq!(
+        b.eks.mode(&b.accounts[0], "us-east-1", "legacy"),
+        "CONFIG_MAP",
+        "never switched without opt-in"
+    );
+
+    let physical = created["PhysicalResourceId"].as_str().unwrap();
+    let deleted = b
+        .send(
+            &invoker,
+            Event::delete(TYPE, &b.rx.url("d"), physical)
+                .logical_id("EksAccessEntries")
+                .properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert_eq!(deleted["Data"]["Removed"], "17");
+    assert_eq!(b.ours(CONNECTOR), 0);
+    let theirs = &b.eks.entries(&b.accounts[1], "eu-west-1", "api")[CONNECTOR];
+    assert_eq!(
+        theirs.tags["owner"], "platform-team",
+        "pre-existing entry left as it was"
+    );
+    assert!(!theirs.policies.contains_key(CLUSTER_ADMIN_POLICY));
+}
+
+#[tokio::test]
+async fn a_no_op_update_makes_zero_mutating_calls() {
+    let b = bench().await;
+    let invoker = b.invoker().await;
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("c")).properties(props(CONNECTOR)),
+        )
+        .await;
+    let physical = created["PhysicalResourceId"].as_str().unwrap();
+    let mutations = b.eks.mutations();
+    let updated = b
+        .send(
+            &invoker,
+            Event::update(TYPE, &b.rx.url("u"), physical)
+                .properties(props(CONNECTOR))
+                .old_properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], physical);
+    assert_eq!(
+        b.eks.mutations(),
+        mutations,
+        "no writes for an update that changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_new_principal_gets_entries_and_the_old_ones_of_ours_are_removed() {
+    let b = bench().await;
+    let invoker = b.invoker().await;
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("c")).properties(props(CONNECTOR)),
+        )
+        .await;
+    let physical = created["PhysicalResourceId"].as_str().unwrap();
+    // Also drop a region: its entries must go too.
+    let mut new_props = props(NEW_CONNECTOR);
+    new_props["Regions"] = json!("us-east-1,eu-west-1");
+    let updated = b
+        .send(
+            &invoker,
+            Event::update(TYPE, &b.rx.url("u"), physical)
+                .properties(new_props)
+                .old_properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(
+        b.ours(NEW_CONNECTOR),
+        12,
+        "3 accounts x 2 regions x 2 eligible clusters"
+    );
+    assert_eq!(
+        b.ours(CONNECTOR),
+        0,
+        "old principal's entries of ours removed everywhere"
+    );
+    assert!(
+        b.eks
+            .entries(&b.accounts[1], "eu-west-1", "api")
+            .contains_key(CONNECTOR),
+        "theirs kept"
+    );
+}
+
+#[tokio::test]
+async fn an_account_that_denies_access_is_named_with_the_missing_action() {
+    let b = bench().await;
+    b.eks.deny_account(&b.accounts[2]);
+    let invoker = b.invoker().await;
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("c")).properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["Data"]["Unreachable"], "3");
+    let reasons = created["Data"]["SkipReasons"].as_str().unwrap();
+    assert!(
+        reasons.contains(&b.accounts[2]) && reasons.contains("eks:ListClusters"),
+        "{reasons}"
+    );
+
+    let mut strict = props(CONNECTOR);
+    strict["FailOnSkipped"] = json!("true");
+    let failed = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("f")).properties(strict),
+        )
+        .await;
+    assert_eq!(failed["Status"], "FAILED");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("FailOnSkipped") && reason.contains(&b.accounts[2]),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn injected_throttling_still_converges() {
+    let b = bench().await;
+    b.eks.throttle_next(12);
+    let invoker = b.invoker().await;
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("c")).properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["Data"]["Created"], "17");
+    assert_eq!(created["Data"]["Failed"], "0");
+    assert_eq!(created["Data"]["Unreachable"], "0");
+}
+
+#[tokio::test]
+async fn with_a_short_deadline_the_work_continues_in_new_invocations_and_answers_once() {
+    let b = bench().await;
+    b.eks.set_latency(Duration::from_millis(60));
+    let captured = Captured::default();
+    let mut invoker = Invoker::with_config(
+        b.resource().await,
+        captured.clone(),
+        RuntimeConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..test_config()
+        },
+    );
+    invoker.lambda_timeout = Duration::from_millis(2500);
+    let mut slow = props(CONNECTOR);
+    slow["MaxConcurrency"] = json!("1");
+    invoker
+        .invoke(Event::create(TYPE, &b.rx.url("c")).properties(slow))
+        .await
+        .unwrap();
+    let mut invocations = 1;
+    while let Some(next) = captured.take() {
+        assert!(
+            b.rx.accepted().is_empty(),
+            "no answer before the work is done"
+        );
+        invoker.invoke(next).await.unwrap();
+        invocations += 1;
+        assert!(invocations < 50, "no progress");
+    }
+    assert!(
+        invocations > 1,
+        "the deadline forced at least one continuation"
+    );
+    let sent = b.rx.accepted();
+    assert_eq!(sent.len(), 1, "one answer for the whole operation");
+    let body = sent[0].json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["Created"], "17");
+    assert_eq!(
+        body["Data"]["Clusters"], "24",
+        "every pair counted exactly once"
+    );
+}
+
+#[tokio::test]
+async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_stack() {
+    let b = bench().await;
+    let resource = b.resource().await;
+    let invoker = Invoker::new(b.resource().await);
+    b.send(
+        &invoker,
+        Event::create(TYPE, &b.rx.url("c"))
+            .logical_id("EksAccessEntries")
+            .properties(props(CONNECTOR)),
+    )
+    .await;
+    b.eks
+        .add_cluster(&b.accounts[1], "eu-west-1", "brand-new", "ACTIVE", "API");
+    let input = ScheduledInput {
+        stack_id: bench::events::STACK_ID.into(),
+        logical_resource_id: "EksAccessEntries".into(),
+        properties: props(CONNECTOR),
+        continuation: None,
+    };
+    let ctx = Context {
+        handler_deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        invoked_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:eks".into(),
+    };
+    let unfinished = resource.scheduled(&ctx, &input).await.unwrap();
+    assert!(unfinished.is_none());
+    let entry = &b.eks.entries(&b.accounts[1], "eu-west-1", "brand-new")[CONNECTOR];
+    assert_eq!(
+        entry.tags[RESOURCE_TAG], "EksAccessEntries",
+        "tagged as the stack's, so Delete removes it"
+    );
+}
