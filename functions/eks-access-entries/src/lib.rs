@@ -52,6 +52,10 @@ pub struct EksProps {
     pub max_concurrency: Option<usize>,
     #[serde(default, deserialize_with = "opt_boolean")]
     pub fail_on_skipped: Option<bool>,
+    /// Ignored: lets a template order this resource after others (e.g. the StackSet that
+    /// creates the member roles) without a DependsOn on a conditional resource.
+    #[serde(default)]
+    pub wait_for: Option<String>,
 }
 
 impl Properties for EksProps {

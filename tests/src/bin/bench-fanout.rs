@@ -37,7 +37,12 @@ async fn main() {
         .take(regions)
         .map(|r| r.to_string())
         .collect();
-    assert_eq!(region_names.len(), regions, "at most {} regions", custom_resource::aws::EKS_REGIONS.len());
+    assert_eq!(
+        region_names.len(),
+        regions,
+        "at most {} regions",
+        custom_resource::aws::EKS_REGIONS.len()
+    );
 
     eprintln!("seeding {accounts} accounts in moto ...");
     let moto = Moto::start().await;
@@ -51,7 +56,9 @@ async fn main() {
         pairs * clusters,
         latency.as_millis()
     );
-    println!("| concurrency | wall time | EKS calls | calls per pair | lower bound | wall / bound |");
+    println!(
+        "| concurrency | wall time | EKS calls | calls per pair | lower bound | wall / bound |"
+    );
     println!("|---|---|---|---|---|---|");
     for concurrency in concurrencies {
         let eks = FakeEks::start(&moto.endpoint).await;
@@ -64,7 +71,9 @@ async fn main() {
         }
         // Warm the fake's account lookups so that they do not count as EKS latency.
         let resource = EksAccessEntries::new(
-            AwsFleet::new(moto.sdk_config(), Some(eks.url())).await.unwrap(),
+            AwsFleet::new(moto.sdk_config(), Some(eks.url()))
+                .await
+                .unwrap(),
         );
         let props: EksProps = custom_resource::props::parse(
             serde_json::json!({

@@ -20,6 +20,10 @@ fn check<P: Properties>(value: Value) -> Result<(), String> {
 fn contract(resource_type: &str) -> Option<(Check, &'static [&'static str])> {
     match resource_type {
         "Custom::OrganizationInfo" => Some((check::<org_info::OrgInfoProps>, org_info::DATA_KEYS)),
+        "Custom::EksAccessEntries" => Some((
+            check::<eks_access_entries::EksProps>,
+            eks_access_entries::DATA_KEYS,
+        )),
         "Custom::AponoIntegration" => Some((
             check::<apono_integration::AponoProps>,
             apono_integration::DATA_KEYS,
@@ -65,8 +69,94 @@ fn parameter_values(template: &Value) -> BTreeMap<String, Value> {
     values
 }
 
+/// Parameter values and evaluated conditions: one rendering of the template.
+struct Rendering {
+    params: BTreeMap<String, Value>,
+    conditions: BTreeMap<String, bool>,
+}
+
+impl Rendering {
+    fn new(template: &Value, overrides: &[(&str, &str)]) -> Rendering {
+        let mut params = parameter_values(template);
+        for (name, value) in overrides {
+            params.insert(name.to_string(), json!(value));
+        }
+        let mut rendering = Rendering {
+            params,
+            conditions: BTreeMap::new(),
+        };
+        let specs = template["Conditions"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        // Conditions may refer to each other: evaluate until all are known.
+        while rendering.conditions.len() < specs.len() {
+            let before = rendering.conditions.len();
+            for (name, spec) in &specs {
+                if !rendering.conditions.contains_key(name) {
+                    if let Some(v) = rendering.condition(spec) {
+                        rendering.conditions.insert(name.clone(), v);
+                    }
+                }
+            }
+            assert!(rendering.conditions.len() > before, "circular conditions");
+        }
+        rendering
+    }
+
+    fn condition(&self, spec: &Value) -> Option<bool> {
+        let (key, arg) = spec.as_object()?.iter().next()?;
+        Some(match key.as_str() {
+            "Fn::Equals" => self.scalar(&arg[0])? == self.scalar(&arg[1])?,
+            "Fn::Not" => !self.condition(&arg[0])?,
+            "Fn::And" => {
+                let all: Option<Vec<bool>> =
+                    arg.as_array()?.iter().map(|c| self.condition(c)).collect();
+                all?.into_iter().all(|b| b)
+            }
+            "Fn::Or" => {
+                let all: Option<Vec<bool>> =
+                    arg.as_array()?.iter().map(|c| self.condition(c)).collect();
+                all?.into_iter().any(|b| b)
+            }
+            "Condition" => *self.conditions.get(arg.as_str()?)?,
+            other => panic!("unsupported condition function {other}"),
+        })
+    }
+
+    fn scalar(&self, value: &Value) -> Option<String> {
+        substitute(value, self).map(|v| match v {
+            Value::String(s) => s,
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        })
+    }
+
+    fn included(&self, resource: &Value) -> bool {
+        resource
+            .get("Condition")
+            .and_then(Value::as_str)
+            .is_none_or(|c| self.conditions[c])
+    }
+}
+
+/// Stand-ins for attributes that only exist at deploy time.
+fn get_att_sample(resource: &str, key: &str) -> String {
+    match key {
+        "OrganizationId" => "o-abcdefghij".into(),
+        "RootId" => "r-ab12".into(),
+        "Regions" => "us-east-1,eu-west-1".into(),
+        "Arn" => format!("arn:aws:iam::111111111111:role/{resource}"),
+        other => format!("getatt-{other}"),
+    }
+}
+
 /// Resolves intrinsics; scalars become strings, as CloudFormation sends them to a custom resource.
-fn substitute(value: &Value, params: &BTreeMap<String, Value>) -> Option<Value> {
+fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
     match value {
         Value::Object(map) if map.len() == 1 => {
             let (key, arg) = map.iter().next().unwrap();
@@ -77,43 +167,63 @@ fn substitute(value: &Value, params: &BTreeMap<String, Value>) -> Option<Value> 
                     "AWS::Region" => Some(json!("us-east-1")),
                     "AWS::Partition" => Some(json!("aws")),
                     "AWS::StackName" => Some(json!("apono-onboarding")),
-                    name => Some(substitute(&params[name], params).unwrap()),
+                    "AWS::StackId" => Some(json!(bench::events::STACK_ID)),
+                    name => match r.params.get(name) {
+                        Some(v) => substitute(v, r),
+                        None => Some(json!(format!("ref-{name}"))),
+                    },
                 },
-                "Fn::GetAtt" => Some(json!(match arg[1].as_str().unwrap() {
-                    "OrganizationId" => "o-abcdefghij".to_string(),
-                    "Arn" => "arn:aws:lambda:us-east-1:111111111111:function:f".to_string(),
-                    key => format!("getatt-{key}"),
-                })),
-                "Fn::Sub" => Some(json!(arg
-                    .as_str()
-                    .or(arg[0].as_str())
-                    .unwrap()
-                    .replace("${OrganizationInfo.OrganizationId}", "o-abcdefghij"))),
-                "Fn::If" => substitute(&arg[1], params),
+                "Fn::GetAtt" => Some(json!(get_att_sample(
+                    arg[0].as_str().unwrap(),
+                    arg[1].as_str().unwrap()
+                ))),
+                "Fn::Sub" => {
+                    let text = arg.as_str().or(arg[0].as_str()).unwrap();
+                    let mut out = text.to_string();
+                    for (name, v) in &r.params {
+                        if let Some(v) =
+                            substitute(v, r).and_then(|v| v.as_str().map(str::to_string))
+                        {
+                            out = out.replace(&format!("${{{name}}}"), &v);
+                        }
+                    }
+                    out = out
+                        .replace("${AWS::AccountId}", "111111111111")
+                        .replace("${AWS::StackName}", "apono-onboarding")
+                        .replace("${AWS::Region}", "us-east-1")
+                        .replace("${AWS::Partition}", "aws")
+                        .replace("${OrganizationInfo.OrganizationId}", "o-abcdefghij");
+                    Some(json!(out))
+                }
+                "Fn::If" => {
+                    let cond = r.conditions[arg[0].as_str().unwrap()];
+                    substitute(&arg[if cond { 1 } else { 2 }], r)
+                }
                 "Fn::Join" => {
-                    let items: Vec<String> = arg[1]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .filter_map(|v| substitute(v, params))
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect();
+                    let items: Vec<String> = match substitute(&arg[1], r)? {
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|v| v.as_str().unwrap_or_default().to_string())
+                            .collect(),
+                        Value::String(s) => vec![s],
+                        _ => vec![],
+                    };
                     Some(json!(items.join(arg[0].as_str().unwrap())))
                 }
                 _ => Some(Value::Object(
                     map.iter()
-                        .filter_map(|(k, v)| substitute(v, params).map(|v| (k.clone(), v)))
+                        .filter_map(|(k, v)| substitute(v, r).map(|v| (k.clone(), v)))
                         .collect(),
                 )),
             }
         }
         Value::Object(map) => Some(Value::Object(
             map.iter()
-                .filter_map(|(k, v)| substitute(v, params).map(|v| (k.clone(), v)))
+                .filter_map(|(k, v)| substitute(v, r).map(|v| (k.clone(), v)))
                 .collect::<Map<_, _>>(),
         )),
         Value::Array(items) => Some(Value::Array(
-            items.iter().filter_map(|v| substitute(v, params)).collect(),
+            items.iter().filter_map(|v| substitute(v, r)).collect(),
         )),
         Value::Number(n) => Some(json!(n.to_string())),
         Value::Bool(b) => Some(json!(b.to_string())),
@@ -146,32 +256,107 @@ fn get_atts(value: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Scope x connector mode: every combination a user can deploy.
+const RENDERINGS: &[&[(&str, &str)]] = &[
+    &[("Scope", "Organization"), ("ConnectorMode", "Deploy")],
+    &[
+        ("Scope", "Organization"),
+        ("ConnectorMode", "Existing"),
+        (
+            "ConnectorRoleArn",
+            "arn:aws:iam::222222222222:role/apono-connector",
+        ),
+    ],
+    &[("Scope", "Account"), ("ConnectorMode", "Deploy")],
+    &[
+        ("Scope", "Account"),
+        ("ConnectorMode", "Existing"),
+        (
+            "ConnectorRoleArn",
+            "arn:aws:iam::222222222222:role/apono-connector",
+        ),
+    ],
+];
+
 #[test]
-fn every_custom_resource_in_the_template_parses_and_every_get_att_key_exists() {
+fn every_custom_resource_parses_in_every_scope_and_mode_and_every_get_att_key_exists() {
     let template = template_json("template.yaml");
-    let params = parameter_values(&template);
     let resources = template["Resources"].as_object().unwrap();
-    let mut custom = BTreeMap::new();
-    for (logical_id, resource) in resources {
-        let resource_type = resource["Type"].as_str().unwrap();
-        if !resource_type.starts_with("Custom::") {
-            continue;
+    let mut seen = std::collections::BTreeSet::new();
+    for overrides in RENDERINGS {
+        let rendering = Rendering::new(&template, overrides);
+        let mut custom = BTreeMap::new();
+        for (logical_id, resource) in resources {
+            let resource_type = resource["Type"].as_str().unwrap();
+            if !resource_type.starts_with("Custom::") || !rendering.included(resource) {
+                continue;
+            }
+            let (check, keys) = contract(resource_type)
+                .unwrap_or_else(|| panic!("{logical_id}: no contract for {resource_type}"));
+            let props = substitute(&resource["Properties"], &rendering).unwrap();
+            check(props.clone()).unwrap_or_else(|e| {
+                panic!("{overrides:?} {logical_id} ({resource_type}): {e}\n{props:#}")
+            });
+            custom.insert(logical_id.clone(), keys);
+            seen.insert(logical_id.clone());
         }
-        let (check, keys) = contract(resource_type)
-            .unwrap_or_else(|| panic!("{logical_id}: no contract for {resource_type}"));
-        let props = substitute(&resource["Properties"], &params).unwrap();
-        check(props).unwrap_or_else(|e| panic!("{logical_id} ({resource_type}): {e}"));
-        custom.insert(logical_id.clone(), keys);
-    }
-    assert!(!custom.is_empty(), "the template has custom resources");
-    let mut atts = Vec::new();
-    get_atts(&template, &mut atts);
-    for (res, key) in atts {
-        if let Some(keys) = custom.get(&res) {
-            assert!(
-                keys.contains(&key.as_str()),
-                "!GetAtt {res}.{key}: the function returns {keys:?}"
-            );
+        let mut atts = Vec::new();
+        get_atts(&template, &mut atts);
+        for (res, key) in atts {
+            if let Some(keys) = custom.get(&res) {
+                assert!(
+                    keys.contains(&key.as_str()),
+                    "!GetAtt {res}.{key}: the function returns {keys:?}"
+                );
+            }
         }
     }
+    let expected = ["AponoIntegration", "EksAccessEntries", "OrganizationInfo"];
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn account_scope_has_no_organization_lookup_and_no_stackset() {
+    let template = template_json("template.yaml");
+    let rendering = Rendering::new(&template, &[("Scope", "Account")]);
+    for name in ["OrganizationInfo", "MemberRolesStackSet", "OrgInfoFunction"] {
+        assert!(
+            !rendering.included(&template["Resources"][name]),
+            "{name} in Account scope"
+        );
+    }
+    let existing = Rendering::new(
+        &template,
+        &[
+            ("ConnectorMode", "Existing"),
+            ("ConnectorRoleArn", "arn:aws:iam::222222222222:role/c"),
+        ],
+    );
+    for name in [
+        "ConnectorService",
+        "ConnectorTaskRole",
+        "ConnectorSecurityGroup",
+        "ConnectorNotificationsTopic",
+    ] {
+        assert!(
+            !existing.included(&template["Resources"][name]),
+            "{name} in Existing mode"
+        );
+    }
+}
+
+#[test]
+fn the_stackset_carries_exactly_the_member_account_template() {
+    let template = template_json("template.yaml");
+    let inline = template["Resources"]["MemberRolesStackSet"]["Properties"]["TemplateBody"]
+        .as_str()
+        .unwrap();
+    let file =
+        std::fs::read_to_string(bench::workspace_root().join("templates/member-account.yaml"))
+            .unwrap();
+    assert_eq!(
+        inline.trim_end(),
+        file.trim_end(),
+        "run: scripts/sync-member-template.sh"
+    );
 }
