@@ -3,6 +3,7 @@
 mod apono;
 mod eks;
 mod local_run;
+mod member_template;
 mod org_info;
 mod runtime;
 mod template_contract;
