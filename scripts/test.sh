@@ -2,7 +2,7 @@
 # Every check the project has, in the order that fails fastest. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --packaging
 export PATH="$PWD/.venv/bin:$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=0
 
@@ -20,3 +20,8 @@ if [ -f template.yaml ]; then
 fi
 step "cargo test"
 cargo test --workspace --locked
+if [ -f template.yaml ]; then
+  # Last: the release arm64 build of every function, exactly as a user's deploy builds it.
+  step "sam build"
+  sam build --parameter-overrides AponoConnectorId=ci-check
+fi
