@@ -19,9 +19,15 @@ if [ -f template.yaml ]; then
   sam validate --lint --template-file template.yaml --region us-east-1
 fi
 step "cargo test"
-cargo test --workspace --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$results"
 if [ -f template.yaml ]; then
   # Last: the release arm64 build of every function, exactly as a user's deploy builds it.
   step "sam build"
   sam build --parameter-overrides AponoConnectorId=ci-check
 fi
+
+# One closing line for the whole run (the builds above print after cargo's own summaries).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
