@@ -11,6 +11,7 @@ pub mod local_run;
 pub mod moto;
 pub mod org;
 pub mod receiver;
+pub mod template;
 
 use std::path::PathBuf;
 

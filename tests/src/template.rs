@@ -1,0 +1,241 @@
+//! template.yaml as CloudFormation would render it: parameters substituted, conditions
+//! evaluated, intrinsics resolved. Shared by the contract test and the local run.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// The template decoded by cfn-lint's own decoder (short-form tags expanded).
+pub fn template_json(file: &str) -> Value {
+    let root = crate::workspace_root();
+    let out = Command::new(crate::venv_tool("python"))
+        .arg(root.join("scripts/template_json.py"))
+        .arg(root.join(file))
+        .output()
+        .expect("run scripts/template_json.py (scripts/bootstrap.sh creates .venv)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Values a user would give, where the default is not what a typical install uses.
+pub const SAMPLES: &[(&str, &str)] = &[("AponoConnectorId", "apono-connector-prod")];
+
+/// What CloudFormation would pass for each parameter: a sample, its default, else its first
+/// allowed value.
+pub fn parameter_values(template: &Value) -> BTreeMap<String, Value> {
+    let mut values = BTreeMap::new();
+    for (name, spec) in template["Parameters"].as_object().into_iter().flatten() {
+        let sample = SAMPLES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| json!(v));
+        let value = sample
+            .as_ref()
+            .or_else(|| spec.get("Default"))
+            .or_else(|| spec["AllowedValues"].get(0))
+            .unwrap_or_else(|| panic!("parameter {name} has no default: add a sample here"));
+        values.insert(name.clone(), value.clone());
+    }
+    values
+}
+
+/// Parameter values and evaluated conditions: one rendering of the template.
+pub struct Rendering {
+    pub params: BTreeMap<String, Value>,
+    pub conditions: BTreeMap<String, bool>,
+    /// Known `!GetAtt` values (resource, key); others get a sample.
+    pub attributes: BTreeMap<(String, String), String>,
+}
+
+impl Rendering {
+    pub fn new(template: &Value, overrides: &[(&str, &str)]) -> Rendering {
+        let mut params = parameter_values(template);
+        for (name, value) in overrides {
+            params.insert(name.to_string(), json!(value));
+        }
+        let mut rendering = Rendering {
+            params,
+            conditions: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+        };
+        let specs = template["Conditions"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        // Conditions may refer to each other: evaluate until all are known.
+        while rendering.conditions.len() < specs.len() {
+            let before = rendering.conditions.len();
+            for (name, spec) in &specs {
+                if !rendering.conditions.contains_key(name) {
+                    if let Some(v) = rendering.condition(spec) {
+                        rendering.conditions.insert(name.clone(), v);
+                    }
+                }
+            }
+            assert!(rendering.conditions.len() > before, "circular conditions");
+        }
+        rendering
+    }
+
+    fn condition(&self, spec: &Value) -> Option<bool> {
+        let (key, arg) = spec.as_object()?.iter().next()?;
+        Some(match key.as_str() {
+            "Fn::Equals" => self.scalar(&arg[0])? == self.scalar(&arg[1])?,
+            "Fn::Not" => !self.condition(&arg[0])?,
+            "Fn::And" => {
+                let all: Option<Vec<bool>> =
+                    arg.as_array()?.iter().map(|c| self.condition(c)).collect();
+                all?.into_iter().all(|b| b)
+            }
+            "Fn::Or" => {
+                let all: Option<Vec<bool>> =
+                    arg.as_array()?.iter().map(|c| self.condition(c)).collect();
+                all?.into_iter().any(|b| b)
+            }
+            "Condition" => *self.conditions.get(arg.as_str()?)?,
+            other => panic!("unsupported condition function {other}"),
+        })
+    }
+
+    fn scalar(&self, value: &Value) -> Option<String> {
+        substitute(value, self).map(|v| match v {
+            Value::String(s) => s,
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        })
+    }
+
+    pub fn included(&self, resource: &Value) -> bool {
+        resource
+            .get("Condition")
+            .and_then(Value::as_str)
+            .is_none_or(|c| self.conditions[c])
+    }
+}
+
+/// Stand-ins for attributes that only exist at deploy time.
+fn get_att_sample(resource: &str, key: &str) -> String {
+    match key {
+        "OrganizationId" => "o-abcdefghij".into(),
+        "RootId" => "r-ab12".into(),
+        "Regions" => "us-east-1,eu-west-1".into(),
+        "Arn" => format!("arn:aws:iam::111111111111:role/{resource}"),
+        other => format!("getatt-{other}"),
+    }
+}
+
+/// Resolves intrinsics; scalars become strings, as CloudFormation sends them to a custom resource.
+pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
+    match value {
+        Value::Object(map) if map.len() == 1 => {
+            let (key, arg) = map.iter().next().unwrap();
+            match key.as_str() {
+                "Ref" => match arg.as_str().unwrap() {
+                    "AWS::NoValue" => None,
+                    "AWS::AccountId" => Some(json!("111111111111")),
+                    "AWS::Region" => Some(json!("us-east-1")),
+                    "AWS::Partition" => Some(json!("aws")),
+                    "AWS::StackName" => Some(json!("apono-onboarding")),
+                    "AWS::StackId" => Some(json!(crate::events::STACK_ID)),
+                    name => match r.params.get(name) {
+                        Some(v) => substitute(v, r),
+                        None => Some(json!(format!("ref-{name}"))),
+                    },
+                },
+                "Fn::GetAtt" => {
+                    let (res, key) = (arg[0].as_str().unwrap(), arg[1].as_str().unwrap());
+                    Some(json!(r
+                        .attributes
+                        .get(&(res.to_string(), key.to_string()))
+                        .cloned()
+                        .unwrap_or_else(|| get_att_sample(res, key))))
+                }
+                "Fn::Sub" => {
+                    let text = arg.as_str().or(arg[0].as_str()).unwrap();
+                    let mut out = text.to_string();
+                    for (name, v) in &r.params {
+                        if let Some(v) =
+                            substitute(v, r).and_then(|v| v.as_str().map(str::to_string))
+                        {
+                            out = out.replace(&format!("${{{name}}}"), &v);
+                        }
+                    }
+                    out = out
+                        .replace("${AWS::AccountId}", "111111111111")
+                        .replace("${AWS::StackName}", "apono-onboarding")
+                        .replace("${AWS::Region}", "us-east-1")
+                        .replace("${AWS::Partition}", "aws");
+                    for ((res, key), v) in &r.attributes {
+                        out = out.replace(&format!("${{{res}.{key}}}"), v);
+                    }
+                    let out = out.replace("${OrganizationInfo.OrganizationId}", "o-abcdefghij");
+                    Some(json!(out))
+                }
+                "Fn::If" => {
+                    let cond = r.conditions[arg[0].as_str().unwrap()];
+                    substitute(&arg[if cond { 1 } else { 2 }], r)
+                }
+                "Fn::Join" => {
+                    let items: Vec<String> = match substitute(&arg[1], r)? {
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|v| v.as_str().unwrap_or_default().to_string())
+                            .collect(),
+                        Value::String(s) => vec![s],
+                        _ => vec![],
+                    };
+                    Some(json!(items.join(arg[0].as_str().unwrap())))
+                }
+                _ => Some(Value::Object(
+                    map.iter()
+                        .filter_map(|(k, v)| substitute(v, r).map(|v| (k.clone(), v)))
+                        .collect(),
+                )),
+            }
+        }
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter_map(|(k, v)| substitute(v, r).map(|v| (k.clone(), v)))
+                .collect::<Map<_, _>>(),
+        )),
+        Value::Array(items) => Some(Value::Array(
+            items.iter().filter_map(|v| substitute(v, r)).collect(),
+        )),
+        Value::Number(n) => Some(json!(n.to_string())),
+        Value::Bool(b) => Some(json!(b.to_string())),
+        other => Some(other.clone()),
+    }
+}
+
+/// Every `Fn::GetAtt` in the template as (resource, key).
+pub fn get_atts(value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(arg) = map.get("Fn::GetAtt") {
+                let (res, key) = match arg {
+                    Value::Array(a) => (
+                        a[0].as_str().unwrap().to_string(),
+                        a[1].as_str().unwrap().to_string(),
+                    ),
+                    Value::String(s) => {
+                        let (r, k) = s.split_once('.').unwrap();
+                        (r.to_string(), k.to_string())
+                    }
+                    _ => unreachable!(),
+                };
+                out.push((res, key));
+            }
+            map.values().for_each(|v| get_atts(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| get_atts(v, out)),
+        _ => {}
+    }
+}
