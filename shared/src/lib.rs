@@ -54,7 +54,7 @@ use std::time::Duration;
 pub use props::{Properties, PropertyError};
 pub use runtime::{
     run, run_with, Continuation, ContinuationError, NoContinuation, Runtime, RuntimeConfig,
-    CONTINUATION_KEY, FAILED_CREATE_PREFIX,
+    CONTINUATION_KEY, DEADLINE_MARGIN_ENV, FAILED_CREATE_PREFIX, TEST_LOOPBACK_ENV,
 };
 
 /// What a handler returns on failure: its `Display` (with its `source()` chain) becomes the

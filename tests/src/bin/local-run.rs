@@ -1,4 +1,4 @@
-//! `scripts/local-run.sh [--accounts N] [--ous N]`: the whole lifecycle on this machine.
+//! `scripts/local-run.sh [--accounts N] [--ous N] [--regions N]`: the whole lifecycle on this machine.
 
 use bench::local_run::{run, Options};
 
@@ -14,8 +14,9 @@ fn parse_args() -> Result<Options, String> {
         match flag.as_str() {
             "--accounts" => options.member_accounts = value("--accounts")?,
             "--ous" => options.organizational_units = value("--ous")?,
+            "--regions" => options.regions = value("--regions")?.clamp(1, 17),
             "-h" | "--help" => {
-                println!("usage: local-run [--accounts N (default 12)] [--ous N (default 2)]");
+                println!("usage: local-run [--accounts N (member accounts, default 6)] [--ous N (default 2)] [--regions N (default 3)]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}; see --help")),

@@ -5,9 +5,10 @@ async fn the_local_run_completes_every_lifecycle_step() {
     let report = bench::local_run::run(&bench::local_run::Options {
         member_accounts: 3,
         organizational_units: 2,
+        regions: 2,
     })
     .await;
     let failed: Vec<_> = report.steps.iter().filter(|s| !s.ok).collect();
-    assert!(report.steps.len() >= 7, "{:?}", report.steps);
+    assert!(report.steps.len() >= 20, "{:?}", report.steps);
     assert!(failed.is_empty(), "{failed:?}");
 }
