@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): the EKS fan-out at several concurrencies. Flags go to bench-fanout.
+# Benchmarks (not tests), all against loopback fakes:
+#   1. cold start and peak RSS of each function (release binaries for this machine),
+#   2. release arm64 zip size of each function (what Lambda loads),
+#   3. the EKS fan-out at concurrency 8, 32 and 128 (flags after -- go to bench-fanout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --packaging
 export PATH="$PWD/.venv/bin:$PATH"
+functions=(-p org-info -p apono-integration -p eks-access-entries)
+
+echo "== cold start and memory (release, $(uname -m))"
+cargo build --quiet --release --locked "${functions[@]}"
+cargo build --quiet --locked -p bench --bins
+target/debug/bench-lambda --bin-dir target/release --runs 10
+
+echo "== release arm64 zips"
+cargo lambda build --quiet --release --arm64 --output-format zip --lambda-dir target/lambda-zips "${functions[@]}" >/dev/null
+for f in org-info apono-integration eks-access-entries; do
+  printf '| %s | %s bytes |\n' "$f" "$(stat -c %s "target/lambda-zips/$f/bootstrap.zip")"
+done
+
+echo "== EKS fan-out"
 # The dev profile: the fan-out waits on (injected) latency, not on CPU.
-cargo run --quiet --locked -p bench --bin bench-fanout -- "$@"
+target/debug/bench-fanout "$@"

@@ -79,7 +79,13 @@ impl Properties for AponoProps {
         if let Some(org) = &self.organization_id {
             ids::organization_id(org).map_err(|m| PropertyError::new("OrganizationId", m))?;
         }
-        self.name()?;
+        let name = self.name()?;
+        if name.chars().count() > 128 {
+            return Err(PropertyError::new(
+                "IntegrationName",
+                format!("{} characters; at most 128", name.chars().count()),
+            ));
+        }
         if self.connector_wait_seconds.is_some_and(|s| s > 3600) {
             return Err(PropertyError::new("ConnectorWaitSeconds", "at most 3600"));
         }

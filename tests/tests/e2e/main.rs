@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP, real SDK against moto, fakes only where moto has no API.
 
 mod apono;
+mod bad_input;
 mod eks;
 mod local_run;
 mod member_template;
