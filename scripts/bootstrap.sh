@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the scripts need, idempotently: the pinned Python tools in .venv, and (with
+# Installs what the scripts need, idempotently: the pinned Python tools in .venv (and checkov
+# in .venv-checkov), and (with
 # --packaging) the arm64 rustup target that cargo-lambda/sam build for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+# checkov pins dependencies of its own that clash with moto's and SAM's: a venv of its own.
+stamp=.venv-checkov/.requirements.sha256
+want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ ! -x .venv-checkov/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing checkov into .venv-checkov" >&2
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
   echo "$want" > "$stamp"
 fi
 
