@@ -55,11 +55,7 @@ impl FakeEks {
             ..Default::default()
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (port, task) = crate::serve_loopback(app).await;
         FakeEks {
             port,
             inner,

@@ -28,11 +28,7 @@ impl FakePlatform {
             trusted_access: true,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (port, task) = crate::serve_loopback(app).await;
         FakePlatform { port, inner, task }
     }
 

@@ -106,6 +106,24 @@ struct World {
     sent: usize,
 }
 
+/// What a function binary needs to run against moto and the fakes, as on Lambda.
+pub fn function_env(moto: &Moto, eks: &FakeEks, platform: &FakePlatform) -> Vec<(String, String)> {
+    let mut env = moto.env();
+    env.extend([
+        ("AWS_ENDPOINT_URL_EKS".to_string(), eks.url()),
+        ("AWS_ENDPOINT_URL_ACCOUNT".to_string(), platform.url()),
+        (
+            "AWS_ENDPOINT_URL_CLOUDFORMATION".to_string(),
+            platform.url(),
+        ),
+        (
+            custom_resource::TEST_LOOPBACK_ENV.to_string(),
+            "1".to_string(),
+        ),
+    ]);
+    env
+}
+
 fn role(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:role/{name}")
 }
@@ -253,6 +271,13 @@ impl World {
         }
     }
 
+    fn resource_type(&self, logical_id: &str) -> String {
+        self.template["Resources"][logical_id]["Type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Entries carrying this stack's tags, for `principal`.
     fn ours(&self, principal: &str) -> usize {
         self.eks
@@ -301,60 +326,26 @@ fn show_data(body: &Value) {
 /// Deploys the member template with a service-managed StackSet in moto, as CloudFormation
 /// does for `MemberRolesStackSet`; returns how many member accounts got the Apono role.
 async fn deploy_member_roles(world: &World, connector_role: &str) -> usize {
-    use aws_sdk_cloudformation::types::{
-        AutoDeployment, Capability, DeploymentTargets, Parameter, PermissionModels,
-    };
     let config = world.moto.sdk_config();
     let cfn = aws_sdk_cloudformation::Client::new(&config);
-    let body =
-        std::fs::read_to_string(crate::workspace_root().join("templates/member-account.yaml"))
-            .unwrap();
-    let p = |k: &str, v: &str| {
-        Parameter::builder()
-            .parameter_key(k)
-            .parameter_value(v)
-            .build()
-    };
-    let created = cfn
-        .create_stack_set()
-        .stack_set_name("apono-onboarding-member-roles")
-        .template_body(body)
-        .permission_model(PermissionModels::ServiceManaged)
-        .auto_deployment(
-            AutoDeployment::builder()
-                .enabled(true)
-                .retain_stacks_on_account_removal(false)
-                .build(),
-        )
-        .capabilities(Capability::CapabilityNamedIam)
-        .parameters(p("AponoConnectorId", CONNECTOR_ID))
-        .parameters(p("ConnectorRoleArn", connector_role))
-        .parameters(p("Permissions", "Read-Only (Discovery)"))
-        .parameters(p(
-            "EksManagerRoleArn",
-            &role(&world.org.management_account_id, "eks-function"),
-        ))
-        .send()
-        .await;
-    if created.is_err() {
-        return 0;
-    }
+    let eks_manager = role(&world.org.management_account_id, "eks-function");
+    let parameters = [
+        ("AponoConnectorId", CONNECTOR_ID),
+        ("ConnectorRoleArn", connector_role),
+        ("Permissions", "Read-Only (Discovery)"),
+        ("EksManagerRoleArn", eks_manager.as_str()),
+    ];
     let ous = if world.org.ou_ids.is_empty() {
         vec![world.org.root_id.clone()]
     } else {
         world.org.ou_ids.clone()
     };
-    let _ = cfn
-        .create_stack_instances()
-        .stack_set_name("apono-onboarding-member-roles")
-        .deployment_targets(
-            DeploymentTargets::builder()
-                .set_organizational_unit_ids(Some(ous))
-                .build(),
-        )
-        .regions("us-east-1")
-        .send()
-        .await;
+    if let Err(e) =
+        crate::org::deploy_member_stack_set(&cfn, "apono-member-roles", &parameters, &ous).await
+    {
+        println!("         StackSet: {e}");
+        return 0;
+    }
     let mut count = 0;
     for account in &world.org.member_account_ids {
         let member = crate::org::assume_member(&world.moto, &config, account).await;
@@ -422,10 +413,7 @@ pub async fn run(options: &Options) -> Report {
             );
         }
         let props = w.properties(&rendering, logical_id);
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,
@@ -476,10 +464,7 @@ pub async fn run(options: &Options) -> Report {
             println!("         {logical_id}: properties unchanged, CloudFormation sends no event");
             continue;
         }
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,
@@ -513,10 +498,7 @@ pub async fn run(options: &Options) -> Report {
     let (eks_writes, apono_writes) = (w.eks.mutations(), w.apono.writes());
     for (logical_id, _) in RESOURCES {
         let props = props_now[logical_id].clone();
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,
@@ -542,10 +524,7 @@ pub async fn run(options: &Options) -> Report {
     println!("\nstack Delete");
     for (logical_id, _) in RESOURCES.iter().rev() {
         let props = props_now[logical_id].clone();
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,
@@ -582,10 +561,7 @@ pub async fn run(options: &Options) -> Report {
     let mut done: Vec<(&str, String, Value)> = Vec::new();
     for (logical_id, _) in RESOURCES {
         let props = w.properties(&failing, logical_id);
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,
@@ -620,10 +596,7 @@ pub async fn run(options: &Options) -> Report {
         break;
     }
     for (logical_id, id, props) in done.into_iter().rev() {
-        let resource_type = w.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let resource_type = w.resource_type(logical_id);
         let body = w
             .send(
                 logical_id,

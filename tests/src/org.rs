@@ -154,3 +154,56 @@ impl OrgApi for MotoOrgApi {
         Ok(self.regions.clone())
     }
 }
+
+/// Deploys templates/member-account.yaml with a SERVICE_MANAGED StackSet to `ous` (one region:
+/// IAM is global), as the main stack's `MemberRolesStackSet` does.
+pub async fn deploy_member_stack_set(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    parameters: &[(&str, &str)],
+    ous: &[String],
+) -> Result<(), String> {
+    use aws_sdk_cloudformation::types::{
+        AutoDeployment, Capability, DeploymentTargets, Parameter, PermissionModels,
+    };
+    let body =
+        std::fs::read_to_string(crate::workspace_root().join("templates/member-account.yaml"))
+            .map_err(|e| e.to_string())?;
+    cfn.create_stack_set()
+        .stack_set_name(name)
+        .template_body(body)
+        .permission_model(PermissionModels::ServiceManaged)
+        .auto_deployment(
+            AutoDeployment::builder()
+                .enabled(true)
+                .retain_stacks_on_account_removal(false)
+                .build(),
+        )
+        .capabilities(Capability::CapabilityNamedIam)
+        .set_parameters(Some(
+            parameters
+                .iter()
+                .map(|(k, v)| {
+                    Parameter::builder()
+                        .parameter_key(*k)
+                        .parameter_value(*v)
+                        .build()
+                })
+                .collect(),
+        ))
+        .send()
+        .await
+        .map_err(|e| format!("{:?}", e.into_service_error()))?;
+    cfn.create_stack_instances()
+        .stack_set_name(name)
+        .deployment_targets(
+            DeploymentTargets::builder()
+                .set_organizational_unit_ids(Some(ous.to_vec()))
+                .build(),
+        )
+        .regions("us-east-1")
+        .send()
+        .await
+        .map_err(|e| format!("{:?}", e.into_service_error()))?;
+    Ok(())
+}

@@ -5,6 +5,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use custom_resource::aws::ApiError;
+use org_info::api::{AwsOrgApi, OrgApi};
 use std::future::Future;
 
 pub trait Fleet: Send + Sync + 'static {
@@ -25,37 +26,18 @@ pub trait Fleet: Send + Sync + 'static {
 pub struct AwsFleet {
     pub base: SdkConfig,
     pub own_account: String,
-    pub sts: aws_sdk_sts::Client,
-    pub organizations: aws_sdk_organizations::Client,
-    pub account: aws_sdk_account::Client,
+    /// Organizations and Account reads, shared with Custom::OrganizationInfo.
+    pub org: AwsOrgApi,
     /// Tests point EKS at a local fake; production leaves it unset.
     pub eks_endpoint: Option<String>,
 }
 
 impl AwsFleet {
     pub async fn new(base: SdkConfig, eks_endpoint: Option<String>) -> Result<Self, ApiError> {
-        let global = aws_config::Region::new("us-east-1");
-        let sts = aws_sdk_sts::Client::new(&base);
-        let own_account = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| ApiError::from_sdk("sts:GetCallerIdentity", e))?
-            .account()
-            .unwrap_or_default()
-            .to_string();
+        let org = AwsOrgApi::new(&base);
+        let own_account = org.caller_account().await?;
         Ok(AwsFleet {
-            organizations: aws_sdk_organizations::Client::from_conf(
-                aws_sdk_organizations::config::Builder::from(&base)
-                    .region(global.clone())
-                    .build(),
-            ),
-            account: aws_sdk_account::Client::from_conf(
-                aws_sdk_account::config::Builder::from(&base)
-                    .region(global)
-                    .build(),
-            ),
-            sts,
+            org,
             own_account,
             base,
             eks_endpoint,
@@ -69,44 +51,11 @@ impl Fleet for AwsFleet {
     }
 
     async fn active_accounts(&self) -> Result<Vec<String>, ApiError> {
-        let mut ids = Vec::new();
-        let mut pages = self.organizations.list_accounts().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| ApiError::from_sdk("organizations:ListAccounts", e))?;
-            ids.extend(
-                page.accounts()
-                    .iter()
-                    .filter(|a| {
-                        a.status().is_some_and(|s| {
-                            *s == aws_sdk_organizations::types::AccountStatus::Active
-                        })
-                    })
-                    .filter_map(|a| a.id().map(str::to_string)),
-            );
-        }
-        ids.sort();
-        Ok(ids)
+        self.org.active_account_ids().await
     }
 
     async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
-        use aws_sdk_account::types::RegionOptStatus;
-        let mut regions = Vec::new();
-        let mut pages = self
-            .account
-            .list_regions()
-            .region_opt_status_contains(RegionOptStatus::Enabled)
-            .region_opt_status_contains(RegionOptStatus::EnabledByDefault)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| ApiError::from_sdk("account:ListRegions", e))?;
-            regions.extend(
-                page.regions()
-                    .iter()
-                    .filter_map(|r| r.region_name().map(str::to_string)),
-            );
-        }
-        Ok(regions)
+        self.org.enabled_regions().await
     }
 
     async fn config_for(&self, account: &str, member_role: &str) -> Result<SdkConfig, ApiError> {
@@ -114,6 +63,7 @@ impl Fleet for AwsFleet {
             return Ok(self.base.clone());
         }
         let creds = self
+            .org
             .sts
             .assume_role()
             .role_arn(format!("arn:aws:iam::{account}:role/{member_role}"))

@@ -72,6 +72,29 @@ impl AwsOrgApi {
     }
 }
 
+impl AwsOrgApi {
+    /// IDs of the ACTIVE accounts, sorted, every page read.
+    pub async fn active_account_ids(&self) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::new();
+        let mut pages = self.organizations.list_accounts().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ApiError::from_sdk("organizations:ListAccounts", e))?;
+            ids.extend(
+                page.accounts()
+                    .iter()
+                    .filter(|a| {
+                        a.status().is_some_and(|s| {
+                            *s == aws_sdk_organizations::types::AccountStatus::Active
+                        })
+                    })
+                    .filter_map(|a| a.id().map(str::to_string)),
+            );
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
 fn call_as(as_delegated_admin: bool) -> CallAs {
     if as_delegated_admin {
         CallAs::DelegatedAdmin
@@ -129,20 +152,7 @@ impl OrgApi for AwsOrgApi {
     }
 
     async fn active_account_count(&self) -> Result<usize, ApiError> {
-        let mut count = 0;
-        let mut pages = self.organizations.list_accounts().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| ApiError::from_sdk("organizations:ListAccounts", e))?;
-            count += page
-                .accounts()
-                .iter()
-                .filter(|a| {
-                    a.status()
-                        .is_some_and(|s| *s == aws_sdk_organizations::types::AccountStatus::Active)
-                })
-                .count();
-        }
-        Ok(count)
+        Ok(self.active_account_ids().await?.len())
     }
 
     async fn delegated_administrators(&self) -> Result<Vec<String>, ApiError> {

@@ -5,6 +5,7 @@
 //! usage: bench-fanout [--accounts 200] [--regions 17] [--clusters 2] [--latency-ms 50]
 //!                     [--concurrency 8,32,128]
 
+use bench::arg;
 use bench::fake_eks::FakeEks;
 use bench::moto::Moto;
 use bench::org::seed_organization;
@@ -13,14 +14,6 @@ use eks_access_entries::eks::Owner;
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::{EksAccessEntries, EksProps, RunResult};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
 
 #[tokio::main]
 async fn main() {

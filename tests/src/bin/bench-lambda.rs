@@ -4,6 +4,7 @@
 //!
 //! usage: bench-lambda --bin-dir target/release [--runs 10]
 
+use bench::arg;
 use bench::events::Event;
 use bench::fake_apono::FakeApono;
 use bench::fake_eks::FakeEks;
@@ -15,14 +16,6 @@ use bench::receiver::Receiver;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
 
 #[tokio::main]
 async fn main() {

@@ -1,21 +1,11 @@
 //! templates/member-account.yaml deployed by a SERVICE_MANAGED StackSet in moto, as the main
 //! stack does: roles in every member account, none in the management account.
 
-use aws_sdk_cloudformation::types::{
-    AutoDeployment, Capability, DeploymentTargets, Parameter, PermissionModels,
-};
 use bench::moto::Moto;
-use bench::org::{assume_member, seed_organization};
+use bench::org::{assume_member, deploy_member_stack_set, seed_organization};
 
 const CONNECTOR_ROLE: &str = "arn:aws:iam::123456789012:role/apono-connector";
 const EKS_MANAGER: &str = "arn:aws:iam::123456789012:role/eks-function";
-
-fn param(key: &str, value: &str) -> Parameter {
-    Parameter::builder()
-        .parameter_key(key)
-        .parameter_value(value)
-        .build()
-}
 
 async fn deploy(
     cfn: &aws_sdk_cloudformation::Client,
@@ -24,37 +14,15 @@ async fn deploy(
     permissions: &str,
     ous: &[String],
 ) {
-    let body =
-        std::fs::read_to_string(bench::workspace_root().join("templates/member-account.yaml"))
-            .unwrap();
-    cfn.create_stack_set()
-        .stack_set_name(name)
-        .template_body(body)
-        .permission_model(PermissionModels::ServiceManaged)
-        .auto_deployment(
-            AutoDeployment::builder()
-                .enabled(true)
-                .retain_stacks_on_account_removal(false)
-                .build(),
-        )
-        .capabilities(Capability::CapabilityNamedIam)
-        .parameters(param("AponoConnectorId", connector_id))
-        .parameters(param("ConnectorRoleArn", CONNECTOR_ROLE))
-        .parameters(param("Permissions", permissions))
-        .parameters(param("EksManagerRoleArn", EKS_MANAGER))
-        .parameters(param("EksMemberRoleName", &format!("eks-{connector_id}")))
-        .send()
-        .await
-        .unwrap();
-    cfn.create_stack_instances()
-        .stack_set_name(name)
-        .deployment_targets(
-            DeploymentTargets::builder()
-                .set_organizational_unit_ids(Some(ous.to_vec()))
-                .build(),
-        )
-        .regions("us-east-1")
-        .send()
+    let eks_role = format!("eks-{connector_id}");
+    let parameters = [
+        ("AponoConnectorId", connector_id),
+        ("ConnectorRoleArn", CONNECTOR_ROLE),
+        ("Permissions", permissions),
+        ("EksManagerRoleArn", EKS_MANAGER),
+        ("EksMemberRoleName", eks_role.as_str()),
+    ];
+    deploy_member_stack_set(cfn, name, &parameters, ous)
         .await
         .unwrap();
 }
