@@ -62,6 +62,16 @@ pub use runtime::{
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type HandlerResult<T> = Result<T, HandlerError>;
 
+/// A failure after the handler already created something: the FAILED answer carries this
+/// physical ID instead of the failed-Create marker, so that CloudFormation's rollback sends a
+/// Delete the handler will act on (and nothing is left behind).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct FailedWithPhysicalId {
+    pub physical_resource_id: String,
+    pub reason: String,
+}
+
 /// Which CloudFormation operation an event asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {

@@ -498,7 +498,13 @@ async fn decide<R: CustomResource, C: Continuation>(
                 )),
             }
         }
-        Err(err) => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
+        Err(err) => match err.downcast_ref::<crate::FailedWithPhysicalId>() {
+            Some(failed) => Some(Answer::failed(
+                failed.physical_resource_id.clone(),
+                failed.reason.clone(),
+            )),
+            None => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
+        },
     }
 }
 

@@ -485,11 +485,21 @@ impl<F: Fleet> EksAccessEntries<F> {
                 Ok(Outcome::Continue(serde_json::to_value(progress)?))
             }
             RunResult::Finished(progress) => {
-                let mut output = Self::finish(&progress)?;
-                output.physical_resource_id = match req.kind {
-                    RequestKind::Create => {
-                        Some(format!("eks-access-entries:{}", progress.owner_logical))
+                let physical_id = format!("eks-access-entries:{}", progress.owner_logical);
+                let mut output = match Self::finish(&progress) {
+                    Ok(output) => output,
+                    // Entries may exist by now: the rollback's Delete must come to us.
+                    Err(e) if req.kind == RequestKind::Create => {
+                        return Err(custom_resource::FailedWithPhysicalId {
+                            physical_resource_id: physical_id,
+                            reason: e.to_string(),
+                        }
+                        .into())
                     }
+                    Err(e) => return Err(e.into()),
+                };
+                output.physical_resource_id = match req.kind {
+                    RequestKind::Create => Some(physical_id),
                     _ => None,
                 };
                 Ok(output.into())

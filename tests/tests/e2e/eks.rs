@@ -263,6 +263,24 @@ async fn an_account_that_denies_access_is_named_with_the_missing_action() {
         reason.contains("FailOnSkipped") && reason.contains(&b.accounts[2]),
         "{reason}"
     );
+    // Entries were created before the failure: the rollback's Delete must remove them.
+    let physical = failed["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert!(
+        !physical.starts_with(custom_resource::FAILED_CREATE_PREFIX),
+        "{physical}"
+    );
+    let rollback = b
+        .send(
+            &invoker,
+            Event::delete(TYPE, &b.rx.url("r"), &physical).properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(rollback["Status"], "SUCCESS", "{rollback}");
+    assert_eq!(
+        b.ours(CONNECTOR),
+        0,
+        "the failed Create left nothing behind"
+    );
 }
 
 #[tokio::test]
