@@ -171,22 +171,14 @@ async fn ensure_active(
     grant: &Grant,
     owner: &Owner,
 ) -> Result<ClusterOutcome, ApiError> {
-    let existing = eks
-        .describe_access_entry()
-        .cluster_name(cluster)
-        .principal_arn(&grant.principal_arn)
-        .send()
-        .await
-        .map_err(|e| ApiError::from_sdk("eks:DescribeAccessEntry", e));
-    match existing {
-        Ok(out) => {
-            let ours = owner.owns(out.access_entry().and_then(|e| e.tags()));
+    match entry_ownership(eks, cluster, &grant.principal_arn, owner).await? {
+        Some(ours) => {
             if ours {
                 associate_if_missing(eks, cluster, grant).await?;
             }
             Ok(ClusterOutcome::Present { ours })
         }
-        Err(e) if is_not_found(&e) => {
+        None => {
             if create_entry(eks, cluster, grant, owner).await? {
                 associate_if_missing(eks, cluster, grant).await?;
                 Ok(ClusterOutcome::Created)
@@ -195,7 +187,6 @@ async fn ensure_active(
                 Ok(ClusterOutcome::Present { ours: false })
             }
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -261,6 +252,33 @@ async fn associate_if_missing(eks: &Client, cluster: &str, grant: &Grant) -> Res
     Ok(())
 }
 
+/// Whether `principal_arn` has an entry on `cluster` and whether it carries our tags
+/// (`None`: no entry).
+async fn entry_ownership(
+    eks: &Client,
+    cluster: &str,
+    principal_arn: &str,
+    owner: &Owner,
+) -> Result<Option<bool>, ApiError> {
+    match eks
+        .describe_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal_arn)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(owner.owns(out.access_entry().and_then(|e| e.tags())))),
+        Err(e) => {
+            let e = ApiError::from_sdk("eks:DescribeAccessEntry", e);
+            if is_not_found(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Removes the policy `policy_arn` from our entry for `principal_arn` (policy changed).
 pub async fn disassociate_if_ours(
     eks: &Client,
@@ -269,20 +287,7 @@ pub async fn disassociate_if_ours(
     policy_arn: &str,
     owner: &Owner,
 ) -> Result<(), ApiError> {
-    let entry = eks
-        .describe_access_entry()
-        .cluster_name(cluster)
-        .principal_arn(principal_arn)
-        .send()
-        .await;
-    let ours = match entry {
-        Ok(out) => owner.owns(out.access_entry().and_then(|e| e.tags())),
-        Err(e) => {
-            let e = ApiError::from_sdk("eks:DescribeAccessEntry", e);
-            return if is_not_found(&e) { Ok(()) } else { Err(e) };
-        }
-    };
-    if !ours {
+    if entry_ownership(eks, cluster, principal_arn, owner).await? != Some(true) {
         return Ok(());
     }
     let associated = eks
@@ -324,23 +329,11 @@ pub async fn remove_if_ours(
     principal_arn: &str,
     owner: &Owner,
 ) -> ClusterOutcome {
-    let entry = eks
-        .describe_access_entry()
-        .cluster_name(cluster)
-        .principal_arn(principal_arn)
-        .send()
-        .await;
-    match entry {
-        Ok(out) if owner.owns(out.access_entry().and_then(|e| e.tags())) => {}
-        Ok(_) => return ClusterOutcome::Present { ours: false },
-        Err(e) => {
-            let e = ApiError::from_sdk("eks:DescribeAccessEntry", e);
-            return if is_not_found(&e) {
-                ClusterOutcome::Absent
-            } else {
-                ClusterOutcome::Failed(e.to_string())
-            };
-        }
+    match entry_ownership(eks, cluster, principal_arn, owner).await {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return ClusterOutcome::Present { ours: false },
+        Ok(None) => return ClusterOutcome::Absent,
+        Err(e) => return ClusterOutcome::Failed(e.to_string()),
     }
     match eks
         .delete_access_entry()
