@@ -188,6 +188,16 @@ impl Counts {
                 .push(custom_resource::response::truncate_utf8(&text, 200).to_string());
         }
     }
+
+    /// An account or region that could not be read at all is the most actionable reason:
+    /// it goes before cluster skips, whatever order the fan-out finished in.
+    fn note_first(&mut self, text: String) {
+        self.samples.insert(
+            0,
+            custom_resource::response::truncate_utf8(&text, 200).to_string(),
+        );
+        self.samples.truncate(3);
+    }
 }
 
 /// Everything a run needs to go on in a fresh invocation. The work items are the `new` pairs
@@ -536,7 +546,7 @@ impl PairReport {
                 tracing::warn!(account, region, reason = %reason, "account/region skipped");
                 if action == Action::Ensure {
                     counts.unreachable += 1;
-                    counts.note(reason);
+                    counts.note_first(reason);
                 }
             }
             Ok(clusters) => {
