@@ -135,6 +135,17 @@ impl FakeEks {
         })
     }
 
+    /// Entries for `principal` that carry the tag `tag`, across every cluster.
+    pub fn entries_tagged(&self, principal: &str, tag: &str) -> usize {
+        self.with(|s| {
+            s.clusters
+                .values()
+                .filter_map(|c| c.entries.get(principal))
+                .filter(|e| e.tags.contains_key(tag))
+                .count()
+        })
+    }
+
     pub fn deny_account(&self, account: &str) {
         self.with(|s| s.denied.insert(account.into()));
     }

@@ -173,18 +173,8 @@ impl World {
         let region_refs: Vec<&str> = regions.iter().map(String::as_str).collect();
         let platform = FakePlatform::start(&region_refs).await;
 
-        let mut env = moto.env();
+        let mut env = function_env(&moto, &eks, &platform);
         env.extend([
-            ("AWS_ENDPOINT_URL_EKS".to_string(), eks.url()),
-            ("AWS_ENDPOINT_URL_ACCOUNT".to_string(), platform.url()),
-            (
-                "AWS_ENDPOINT_URL_CLOUDFORMATION".to_string(),
-                platform.url(),
-            ),
-            (
-                custom_resource::TEST_LOOPBACK_ENV.to_string(),
-                "1".to_string(),
-            ),
             (
                 custom_resource::DEADLINE_MARGIN_ENV.to_string(),
                 "3".to_string(),
@@ -280,13 +270,7 @@ impl World {
 
     /// Entries carrying this stack's tags, for `principal`.
     fn ours(&self, principal: &str) -> usize {
-        self.eks
-            .all_entries()
-            .iter()
-            .filter(|(a, r, c, p)| {
-                p == principal && self.eks.entries(a, r, c)[p].tags.contains_key(STACK_TAG)
-            })
-            .count()
+        self.eks.entries_tagged(principal, STACK_TAG)
     }
 
     fn eligible_clusters(&self) -> usize {

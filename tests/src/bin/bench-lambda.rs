@@ -42,19 +42,7 @@ async fn main() {
     }
     let platform = FakePlatform::start(&["us-east-1", "eu-west-1"]).await;
     let rx = Receiver::start().await;
-    let mut env = moto.env();
-    env.extend([
-        ("AWS_ENDPOINT_URL_EKS".to_string(), eks.url()),
-        ("AWS_ENDPOINT_URL_ACCOUNT".to_string(), platform.url()),
-        (
-            "AWS_ENDPOINT_URL_CLOUDFORMATION".to_string(),
-            platform.url(),
-        ),
-        (
-            custom_resource::TEST_LOOPBACK_ENV.to_string(),
-            "1".to_string(),
-        ),
-    ]);
+    let env = bench::local_run::function_env(&moto, &eks, &platform);
 
     let cases: Vec<(&str, &str, Value)> = vec![
         ("org-info", "Custom::OrganizationInfo", json!({})),

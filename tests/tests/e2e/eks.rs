@@ -75,13 +75,7 @@ impl Bench {
 
     /// Entries for `principal` that carry our tags.
     fn ours(&self, principal: &str) -> usize {
-        self.eks
-            .all_entries()
-            .iter()
-            .filter(|(a, r, c, p)| {
-                p == principal && self.eks.entries(a, r, c)[p].tags.contains_key(STACK_TAG)
-            })
-            .count()
+        self.eks.entries_tagged(principal, STACK_TAG)
     }
 }
 
