@@ -3,7 +3,7 @@
 //! secret properties) before it is written.
 
 use std::io::{self, Write};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -121,47 +121,6 @@ pub fn init() {
         .without_time() // Lambda stamps every line itself.
         .with_writer(ScrubbingWriter::new(io::stdout))
         .try_init();
-}
-
-/// A log sink for tests: everything written, scrubbed like production output.
-#[derive(Clone, Default)]
-pub struct CapturedLogs(std::sync::Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Installs a JSON subscriber that writes to a [`CapturedLogs`] for the current thread (use a
-/// current-thread Tokio runtime). Captures `debug` too, to prove secrets stay out at every level.
-pub fn capture() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(EnvFilter::new("debug"))
-        .with_current_span(true)
-        .with_writer(ScrubbingWriter::new(logs.clone()))
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (logs, guard)
 }
 
 #[cfg(test)]

@@ -100,8 +100,11 @@ impl Function {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
+        // is async-signal-safe; it touches no memory shared with the parent.
         unsafe {
             command.pre_exec(|| {
+                // If the test process dies, take the function with it.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });

@@ -10,6 +10,7 @@ pub mod fake_platform;
 pub mod invoke;
 pub mod lambda;
 pub mod local_run;
+pub mod logs;
 pub mod moto;
 pub mod org;
 pub mod receiver;
@@ -35,12 +36,23 @@ pub fn venv_tool(name: &str) -> PathBuf {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (released before return; the caller binds it next).
+/// A free TCP port on 127.0.0.1 for a child process to bind (moto). Never the same port twice
+/// in one process: the port is released before the child binds it, so two tests asking at
+/// once must not be told the same one. Another process may still take it in between; the
+/// caller checks that its own child is the one answering (see `Moto::start`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Serves `app` on a free 127.0.0.1 port; the task ends when aborted (the fakes do on drop).

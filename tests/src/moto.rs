@@ -17,7 +17,17 @@ pub const DEFAULT_ACCOUNT: &str = "123456789012";
 impl Moto {
     /// Starts moto and waits until it answers. Panics with the remedy when moto is missing.
     pub async fn start() -> Moto {
-        let port = crate::free_port();
+        // A port can be taken between `free_port` and moto's bind: then moto exits, and we try
+        // another port rather than talk to whoever holds it.
+        for _ in 0..5 {
+            if let Some(moto) = Moto::start_on(crate::free_port()).await {
+                return moto;
+            }
+        }
+        panic!("moto_server could not bind a loopback port in 5 tries");
+    }
+
+    async fn start_on(port: u16) -> Option<Moto> {
         let program = crate::venv_tool("moto_server");
         let mut command = Command::new(&program);
         command
@@ -27,9 +37,11 @@ impl Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        // If the test process dies, take moto with it.
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
+        // is async-signal-safe; it touches no memory shared with the parent.
         unsafe {
             command.pre_exec(|| {
+                // If the test process dies, take moto with it.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
@@ -40,25 +52,28 @@ impl Moto {
                 program.display()
             )
         });
-        let moto = Moto {
+        let mut moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        for _ in 0..400 {
+            if !matches!(moto.child.try_wait(), Ok(None)) {
+                return None; // exited: most likely the port was taken
+            }
             if let Ok(r) = client
                 .get(format!("{}/moto-api/data.json", moto.endpoint))
                 .send()
                 .await
             {
-                if r.status().is_success() {
-                    return moto;
+                if r.status().is_success() && matches!(moto.child.try_wait(), Ok(None)) {
+                    return Some(moto);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "moto_server did not answer on {} within 10 s",
+            "moto_server did not answer on {} within 20 s",
             moto.endpoint
         );
     }
