@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-pub use props::{Properties, PropertyError};
+pub use props::{Properties, PropertyError, WaitFor};
 pub use runtime::{
     run, run_with, Continuation, ContinuationError, NoContinuation, Runtime, RuntimeConfig,
     CONTINUATION_KEY, DEADLINE_MARGIN_ENV, FAILED_CREATE_PREFIX, TEST_LOOPBACK_ENV,

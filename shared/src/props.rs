@@ -21,6 +21,19 @@ pub trait Properties: DeserializeOwned + Send + Sync + 'static {
     }
 }
 
+/// An ordering-only property (`WaitFor`): a template refers to other resources in it so that
+/// CloudFormation creates this resource after them (and deletes it before them), where a
+/// `DependsOn` cannot be used because the other resource is conditional. Its value means
+/// nothing to the function, and a change of it is no change: every `WaitFor` equals every other.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WaitFor(#[allow(dead_code)] serde_json::Value);
+
+impl PartialEq for WaitFor {
+    fn eq(&self, _: &WaitFor) -> bool {
+        true
+    }
+}
+
 /// A property that is missing or has a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid property {property}: {message}")]

@@ -23,6 +23,9 @@ struct Inner {
     connectors: BTreeMap<String, String>,
     /// Connector -> GETs still to answer with its current status before it turns CONNECTED.
     connect_after: HashMap<String, usize>,
+    /// Connector -> GETs still to answer 404 before it appears, CONNECTED (a new connector is
+    /// known to Apono only once its container has connected).
+    appear_after: HashMap<String, usize>,
     /// Insertion-ordered integrations.
     integrations: Vec<Value>,
     next_id: u64,
@@ -69,6 +72,12 @@ impl FakeApono {
     /// The connector answers its current status `polls` times, then CONNECTED.
     pub fn connect_after(&self, id: &str, polls: usize) {
         self.with(|s| s.connect_after.insert(id.into(), polls));
+    }
+
+    /// The connector is unknown (404) for `polls` GETs, then appears CONNECTED: a connector
+    /// that a Deploy-mode stack has just started.
+    pub fn appear_after(&self, id: &str, polls: usize) {
+        self.with(|s| s.appear_after.insert(id.into(), polls));
     }
 
     /// A pre-existing integration (not created by the stack); returns its ID.
@@ -199,6 +208,17 @@ async fn handle(
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["api", "admin", "v3", "connectors", id]) => {
             let id = id.to_string();
+            match s.appear_after.get_mut(&id) {
+                Some(0) => {
+                    s.appear_after.remove(&id);
+                    s.connectors.insert(id.clone(), "CONNECTED".into());
+                }
+                Some(n) => {
+                    *n -= 1;
+                    return error(StatusCode::NOT_FOUND, "connector not found");
+                }
+                None => {}
+            }
             let Some(status) = s.connectors.get(&id).cloned() else {
                 return error(StatusCode::NOT_FOUND, "connector not found");
             };

@@ -2,6 +2,7 @@
 //! fault injection, CloudFormation event builders, and an in-process driver for handlers.
 //! Nothing here talks to real AWS or the real Apono API.
 
+pub mod cfn;
 pub mod demo;
 pub mod events;
 pub mod fake_apono;

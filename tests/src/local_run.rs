@@ -212,6 +212,8 @@ impl World {
                 ("ConnectorRoleArn", connector_role),
                 ("AponoConnectorId", connector_id),
                 ("AponoApiTokenParameterName", TOKEN_PARAMETER),
+                // The failing Create waits this long for a connector Apono never learns of.
+                ("ConnectorWaitSeconds", "5"),
             ],
         )
     }
@@ -570,7 +572,7 @@ pub async fn run(options: &Options) -> Report {
         }
         let clear = body["Reason"]
             .as_str()
-            .is_some_and(|r| r.contains("not-installed is not known to Apono"));
+            .is_some_and(|r| r.contains("not-installed is not known to Apono after waiting"));
         report.check(
             &format!("Create {logical_id} fails clearly"),
             body["Status"] == "FAILED" && clear,

@@ -44,6 +44,9 @@ pub struct AponoProps {
     pub connected_resource_types: Vec<String>,
     #[serde(default, deserialize_with = "opt_number")]
     pub connector_wait_seconds: Option<u64>,
+    /// Ordering only: in Deploy mode, the connector's ECS service.
+    #[serde(default)]
+    pub wait_for: custom_resource::WaitFor,
 }
 
 impl Properties for AponoProps {
@@ -200,8 +203,8 @@ pub enum RegistrationError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Apono(#[from] AponoError),
-    #[error("connector {0} is not known to Apono: install it first (deploy this stack with the connector, or install one from the Apono Connectors page) and check ConnectorId")]
-    UnknownConnector(String),
+    #[error("connector {id} is not known to Apono after waiting {waited} s: check ConnectorId, and that the connector is installed and running (a new connector becomes known to Apono when its container first connects with its token; raise ConnectorWaitSeconds if it starts slowly)")]
+    UnknownConnector { id: String, waited: u64 },
     #[error("connector {id} did not report CONNECTED within {waited} s (last status: {status}): check that the connector is running and can reach Apono, or raise ConnectorWaitSeconds")]
     NotConnected {
         id: String,
@@ -251,6 +254,9 @@ impl<T: TokenSource> AponoIntegration<T> {
     }
 
     /// Polls until the connector is CONNECTED, within ConnectorWaitSeconds and the deadline.
+    /// "Unknown" (404) is waited on like "disconnected": Apono learns a connector only when its
+    /// container first connects, which in Deploy mode happens some time after the ECS service
+    /// this resource follows has stabilised.
     async fn wait_for_connector(
         &self,
         ctx: &Context,
@@ -264,21 +270,26 @@ impl<T: TokenSource> AponoIntegration<T> {
         let until = tokio::time::Instant::now() + budget;
         let interval = (budget / 10).clamp(Duration::from_millis(250), Duration::from_secs(5));
         loop {
-            let connector = api
-                .connector(id)
-                .await?
-                .ok_or_else(|| RegistrationError::UnknownConnector(id.clone()))?;
-            if connector.is_connected() {
-                return Ok(());
-            }
+            let status = match api.connector(id).await? {
+                Some(connector) if connector.is_connected() => return Ok(()),
+                Some(connector) => Some(connector.status.unwrap_or_else(|| "none".into())),
+                None => None,
+            };
             if tokio::time::Instant::now() + interval > until {
-                return Err(RegistrationError::NotConnected {
-                    id: id.clone(),
-                    waited: budget.as_secs(),
-                    status: connector.status.unwrap_or_else(|| "none".into()),
+                let waited = budget.as_secs();
+                return Err(match status {
+                    None => RegistrationError::UnknownConnector {
+                        id: id.clone(),
+                        waited,
+                    },
+                    Some(status) => RegistrationError::NotConnected {
+                        id: id.clone(),
+                        waited,
+                        status,
+                    },
                 });
             }
-            tracing::info!(connector = %id, status = connector.status.as_deref().unwrap_or(""), "waiting for the connector to connect");
+            tracing::info!(connector = %id, status = status.as_deref().unwrap_or("unknown to Apono"), "waiting for the connector to connect");
             tokio::time::sleep(interval).await;
         }
     }

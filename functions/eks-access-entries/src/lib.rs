@@ -52,10 +52,9 @@ pub struct EksProps {
     pub max_concurrency: Option<usize>,
     #[serde(default, deserialize_with = "opt_boolean")]
     pub fail_on_skipped: Option<bool>,
-    /// Ignored: lets a template order this resource after others (e.g. the StackSet that
-    /// creates the member roles) without a DependsOn on a conditional resource.
+    /// Ordering only: the StackSet that creates the member roles, the auth-mode policy.
     #[serde(default)]
-    pub wait_for: Option<String>,
+    pub wait_for: custom_resource::WaitFor,
 }
 
 impl Properties for EksProps {

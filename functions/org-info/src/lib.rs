@@ -28,6 +28,9 @@ pub struct OrgInfoProps {
     /// Default false: activate StackSets trusted access when it is off instead of failing.
     #[serde(default, deserialize_with = "opt_boolean")]
     pub activate_stack_sets_trusted_access: Option<bool>,
+    /// Ordering only: the policy that lets the function activate trusted access.
+    #[serde(default)]
+    pub wait_for: custom_resource::WaitFor,
 }
 
 impl Properties for OrgInfoProps {

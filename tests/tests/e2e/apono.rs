@@ -186,7 +186,19 @@ async fn duplicate_create_delivery_yields_one_integration() {
 }
 
 #[tokio::test]
-async fn unknown_connector_fails_clearly_and_rollback_delete_succeeds() {
+async fn a_connector_unknown_to_apono_is_waited_for_until_it_first_connects() {
+    let b = bench().await;
+    b.apono.appear_after("just-started", 3);
+    let created = b
+        .create(with(b.props(), "ConnectorId", json!("just-started")))
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(b.apono.integrations().len(), 1);
+    assert_eq!(b.apono.integrations()[0]["connector_id"], "just-started");
+}
+
+#[tokio::test]
+async fn unknown_connector_fails_clearly_after_the_wait_and_rollback_delete_succeeds() {
     let b = bench().await;
     let failed = b
         .create(with(b.props(), "ConnectorId", json!("not-installed")))
@@ -194,7 +206,7 @@ async fn unknown_connector_fails_clearly_and_rollback_delete_succeeds() {
     assert_eq!(failed["Status"], "FAILED");
     let reason = failed["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("connector not-installed is not known to Apono: install it first"),
+        reason.contains("connector not-installed is not known to Apono after waiting 3 s"),
         "{reason}"
     );
     let marker = failed["PhysicalResourceId"].as_str().unwrap();

@@ -2,6 +2,7 @@
 
 mod apono;
 mod bad_input;
+mod cloudformation;
 mod eks;
 mod local_run;
 mod member_template;

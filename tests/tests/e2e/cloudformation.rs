@@ -1,0 +1,209 @@
+//! template.yaml as CloudFormation judges it (after the SAM transform), beyond cfn-lint: only
+//! rule functions in `Rules`, rule assertions against real parameter sets, and the ordering
+//! every scenario needs, each a named check on the dependency graph.
+
+use bench::cfn::{
+    check_rules, function_role, policies_on_role, service_token_function, transformed_template,
+    unsupported_rule_functions, Graph,
+};
+use bench::template::Rendering;
+use serde_json::Value;
+use std::sync::OnceLock;
+
+fn template() -> &'static Value {
+    static TEMPLATE: OnceLock<Value> = OnceLock::new();
+    TEMPLATE.get_or_init(|| transformed_template("template.yaml"))
+}
+
+const DEPLOY_NETWORK: &[(&str, &str)] = &[
+    ("VpcId", "vpc-0abc12345"),
+    ("SubnetIds", "subnet-0abc12345,subnet-0def67890"),
+    (
+        "ConnectorTokenSecretArn",
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:apono-connector-AbCdEf",
+    ),
+];
+const EXISTING_ROLE: (&str, &str) = (
+    "ConnectorRoleArn",
+    "arn:aws:iam::222222222222:role/apono-connector",
+);
+
+/// Every combination of the choices that change the graph.
+fn scenarios() -> Vec<Vec<(&'static str, &'static str)>> {
+    let mut all = Vec::new();
+    for scope in ["Organization", "Account"] {
+        for mode in ["Deploy", "Existing"] {
+            for ous in ["", "ou-ab12-abcdefgh"] {
+                for activate in ["true", "false"] {
+                    for switch in ["true", "false"] {
+                        let mut s = vec![
+                            ("Scope", scope),
+                            ("ConnectorMode", mode),
+                            ("OrganizationalUnitIds", ous),
+                            ("ActivateStackSetsTrustedAccess", activate),
+                            ("EnableApiAuthMode", switch),
+                        ];
+                        match mode {
+                            "Deploy" => s.extend_from_slice(DEPLOY_NETWORK),
+                            _ => s.push(EXISTING_ROLE),
+                        }
+                        all.push(s);
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+fn rendering(overrides: &[(&str, &str)]) -> Rendering {
+    Rendering::new(template(), overrides)
+}
+
+#[test]
+fn rules_use_only_the_functions_cloudformation_allows() {
+    let refused = unsupported_rule_functions(template());
+    assert!(
+        refused.is_empty(),
+        "CloudFormation refuses the template: \"Template format error: Following functions are \
+         not supported in the Rules block of the template\": {refused:?}"
+    );
+}
+
+#[test]
+fn rule_assertions_stop_an_incomplete_stack_with_their_description() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: &[Case] = &[
+        (&[("ConnectorMode", "Deploy")], Some("needs VpcId")),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                ("VpcId", "vpc-0abc12345"),
+                ("ConnectorTokenSecretArn", DEPLOY_NETWORK[2].1),
+            ],
+            Some("needs SubnetIds"),
+        ),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                ("VpcId", "vpc-0abc12345"),
+                ("SubnetIds", "subnet-0abc12345"),
+            ],
+            Some("needs ConnectorTokenSecretArn"),
+        ),
+        (
+            &[("ConnectorMode", "Existing")],
+            Some("needs ConnectorRoleArn"),
+        ),
+        (&[("ConnectorMode", "Existing"), EXISTING_ROLE], None),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                DEPLOY_NETWORK[0],
+                DEPLOY_NETWORK[1],
+                DEPLOY_NETWORK[2],
+            ],
+            None,
+        ),
+    ];
+    for (overrides, expected) in cases {
+        let result = check_rules(template(), &rendering(overrides).params);
+        match expected {
+            Some(why) => {
+                let err = result.expect_err(&format!("{overrides:?} must be refused"));
+                assert!(err.contains(why), "{overrides:?}: {err}");
+            }
+            None => result.unwrap_or_else(|e| panic!("{overrides:?} refused: {e}")),
+        }
+    }
+}
+
+/// The ordering each scenario needs, by name, so that an edit that breaks one fails here.
+#[test]
+fn every_scenario_orders_what_must_come_first() {
+    for scenario in scenarios() {
+        let r = rendering(&scenario);
+        check_rules(template(), &r.params).expect("the scenario is complete");
+        let g = Graph::new(template(), &r);
+        g.assert_acyclic();
+        let c = |name: &str| r.conditions[name];
+        let mut must: Vec<(&str, &str, &str)> = Vec::new();
+        if c("DeployConnector") && c("Register") {
+            must.push((
+                "AponoIntegration",
+                "ConnectorService",
+                "Apono knows a new connector only once its service runs",
+            ));
+        }
+        if c("ActivateTrustedAccess") {
+            must.push((
+                "OrganizationInfo",
+                "OrgInfoActivateTrustedAccessPolicy",
+                "the activation needs its policy complete",
+            ));
+        }
+        if c("IsOrganization") {
+            must.push((
+                "MemberRolesStackSet",
+                "OrganizationInfo",
+                "a service-managed StackSet needs trusted access checked first",
+            ));
+        }
+        if c("OrganizationEks") {
+            must.push((
+                "EksAccessEntries",
+                "MemberRolesStackSet",
+                "member accounts need their roles first",
+            ));
+        }
+        if c("EksSwitchAuthMode") {
+            must.push((
+                "EksAccessEntries",
+                "EksAuthModeSwitchPolicy",
+                "the auth-mode switch needs its policy complete",
+            ));
+        }
+        if c("ScheduleEks") {
+            must.push((
+                "EksScheduleRule",
+                "EksAccessEntries",
+                "no scheduled reconcile while the entries are created or deleted",
+            ));
+        }
+        for (later, earlier, why) in must {
+            assert!(
+                g.waits_for(later, earlier),
+                "{later} must wait for {earlier} ({why}) in {scenario:?}"
+            );
+        }
+    }
+}
+
+/// IAM grants nothing until a policy resource is complete: every custom resource waits for
+/// every policy resource on its function's role.
+#[test]
+fn every_custom_resource_waits_for_every_policy_of_its_function() {
+    let t = template();
+    for scenario in scenarios() {
+        let r = rendering(&scenario);
+        let g = Graph::new(t, &r);
+        for name in g.deps.keys() {
+            let resource = &t["Resources"][name.as_str()];
+            if !resource["Type"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Custom::")
+            {
+                continue;
+            }
+            let function = service_token_function(resource).expect("ServiceToken is a GetAtt");
+            let role = function_role(t, &function).expect("the function has a role of the stack");
+            for policy in policies_on_role(t, &g, &role) {
+                assert!(
+                    g.waits_for(name, &policy),
+                    "{name} runs as {role} but does not wait for {policy} in {scenario:?}"
+                );
+            }
+        }
+    }
+}
