@@ -59,13 +59,15 @@ impl Event {
         self
     }
 
-    /// Replaces the properties (ServiceToken is kept, as CloudFormation always sends it).
+    /// Replaces the properties. CloudFormation always sends a ServiceToken: the given one, or
+    /// the event's own.
     pub fn properties(mut self, props: Value) -> Event {
         let mut map: Map<String, Value> = props.as_object().cloned().unwrap_or_default();
-        map.insert(
-            "ServiceToken".into(),
-            json!("arn:aws:lambda:us-east-1:123456789012:function:cr"),
-        );
+        let token = map
+            .entry("ServiceToken")
+            .or_insert_with(|| self.0["ServiceToken"].clone())
+            .clone();
+        self.0["ServiceToken"] = token;
         self.0["ResourceProperties"] = Value::Object(map);
         self
     }

@@ -1,6 +1,7 @@
 //! The two calls of Custom::OrganizationInfo that moto does not serve, over HTTP, for the real
 //! binary: `account:ListRegions` (AWS_ENDPOINT_URL_ACCOUNT) and CloudFormation's
-//! `DescribeOrganizationsAccess` / `ActivateOrganizationsAccess` (AWS_ENDPOINT_URL_CLOUDFORMATION).
+//! `DescribeOrganizationsAccess` / `ActivateOrganizationsAccess`, and `DescribeStacks` for the
+//! EKS function's scheduled runs (AWS_ENDPOINT_URL_CLOUDFORMATION).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 struct Inner {
     regions: Vec<String>,
     trusted_access: bool,
+    stack_status: String,
 }
 
 pub struct FakePlatform {
@@ -26,6 +28,7 @@ impl FakePlatform {
         let inner = Arc::new(Mutex::new(Inner {
             regions: regions.iter().map(|r| r.to_string()).collect(),
             trusted_access: true,
+            stack_status: "CREATE_COMPLETE".into(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let (port, task) = crate::serve_loopback(app).await;
@@ -34,6 +37,11 @@ impl FakePlatform {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What `DescribeStacks` reports for the stack (the local deploy sets it as it goes).
+    pub fn set_stack_status(&self, status: &str) {
+        self.inner.lock().unwrap().stack_status = status.to_string();
     }
 
     pub fn set_trusted_access(&self, on: bool) {
@@ -79,6 +87,16 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, body: Bytes) -
             "DescribeOrganizationsAccess",
             &format!("<Status>{status}</Status>"),
         );
+    }
+    if body.contains("Action=DescribeStacks") {
+        let member = format!(
+            "<Stacks><member><StackName>apono-onboarding</StackName><StackId>{}</StackId>\
+             <CreationTime>2026-11-25T00:00:00Z</CreationTime><StackStatus>{}</StackStatus>\
+             </member></Stacks>",
+            crate::events::STACK_ID,
+            state.stack_status
+        );
+        return xml("DescribeStacks", &member);
     }
     if body.contains("Action=ActivateOrganizationsAccess") {
         state.trusted_access = true;

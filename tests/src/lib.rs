@@ -4,6 +4,7 @@
 
 pub mod cfn;
 pub mod demo;
+pub mod deploy;
 pub mod events;
 pub mod fake_apono;
 pub mod fake_eks;

@@ -1,7 +1,10 @@
-//! The local run behind `scripts/local-run.sh`: an emulated organization (moto, and fakes for
-//! what moto lacks), the real function binaries served through a local Lambda runtime API, and
-//! every `Custom::` resource of template.yaml driven through a stack's lifecycle, with a report.
+//! The local deploy behind `scripts/local-run.sh`: template.yaml after the SAM transform,
+//! deployed by the CloudFormation model in [`crate::deploy`] (rules, dependency order, seeded
+//! parallel starts, rollback) into an emulated organization: moto, fakes for what moto lacks,
+//! and the real function binaries behind a local Lambda runtime API. Every resource of the
+//! template is created, updated and deleted; what each one does is modelled in [`LocalCloud`].
 
+use crate::deploy::{Complete, Failure, Provider, Stack, StackStatus};
 use crate::events::Event;
 use crate::fake_apono::FakeApono;
 use crate::fake_eks::FakeEks;
@@ -10,11 +13,14 @@ use crate::lambda::{Function, Outcome};
 use crate::moto::Moto;
 use crate::org::{seed_organization, SeededOrg};
 use crate::receiver::{Receiver, FAKE_SIGNATURE};
-use crate::template::{substitute, template_json, Rendering};
 use eks_access_entries::eks::STACK_TAG;
+use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -22,6 +28,8 @@ pub struct Options {
     pub member_accounts: usize,
     pub organizational_units: usize,
     pub regions: usize,
+    /// Each scenario runs once per seed; the seed shuffles the order among ready resources.
+    pub seeds: Vec<u64>,
 }
 
 impl Default for Options {
@@ -30,6 +38,7 @@ impl Default for Options {
             member_accounts: 6,
             organizational_units: 2,
             regions: 3,
+            seeds: vec![1, 2],
         }
     }
 }
@@ -68,12 +77,6 @@ impl Report {
 const TOKEN: &str = "apono-local-api-token-7c1d92e4";
 const TOKEN_PARAMETER: &str = "/apono/api-token";
 const CONNECTOR_ID: &str = "local-connector";
-/// The custom resources of template.yaml in dependency order, and their binaries.
-const RESOURCES: &[(&str, &str)] = &[
-    ("OrganizationInfo", "org-info"),
-    ("AponoIntegration", "apono-integration"),
-    ("EksAccessEntries", "eks-access-entries"),
-];
 
 /// Builds the function binaries (workspace features, so the test build's artifacts are reused).
 pub fn build_binaries() -> Result<PathBuf, String> {
@@ -90,20 +93,6 @@ pub fn build_binaries() -> Result<PathBuf, String> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::workspace_root().join("target"));
     Ok(target.join("debug"))
-}
-
-struct World {
-    moto: Moto,
-    org: SeededOrg,
-    accounts: Vec<String>,
-    eks: FakeEks,
-    apono: FakeApono,
-    _platform: FakePlatform,
-    rx: Receiver,
-    functions: BTreeMap<&'static str, Function>,
-    template: Value,
-    regions: Vec<String>,
-    sent: usize,
 }
 
 /// What a function binary needs to run against moto and the fakes, as on Lambda.
@@ -128,6 +117,21 @@ fn role(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:role/{name}")
 }
 
+/// The emulated organization and everything the stack's resources act on.
+struct World {
+    moto: Moto,
+    org: SeededOrg,
+    accounts: Vec<String>,
+    eks: FakeEks,
+    apono: FakeApono,
+    platform: FakePlatform,
+    rx: Receiver,
+    /// By binary name.
+    functions: BTreeMap<String, Arc<Function>>,
+    regions: Vec<String>,
+    sent: AtomicUsize,
+}
+
 impl World {
     async fn new(options: &Options, bin: &std::path::Path) -> World {
         let moto = Moto::start().await;
@@ -146,8 +150,8 @@ impl World {
             .map(|r| r.to_string())
             .collect();
 
-        // What was there before the stack: a token in SSM, a connector, someone else's
-        // integration, clusters in every mode and status, someone else's access entry.
+        // What was there before the stack: a token in SSM, someone else's integration,
+        // clusters in every mode and status, someone else's access entry.
         aws_sdk_ssm::Client::new(&config)
             .put_parameter()
             .name(TOKEN_PARAMETER)
@@ -157,7 +161,6 @@ impl World {
             .await
             .expect("SSM parameter");
         let apono = FakeApono::start(TOKEN).await;
-        apono.add_connector(CONNECTOR_ID, "CONNECTED");
         apono.add_integration("team-x-aws", "aws-account", "team-x-connector");
         let eks = FakeEks::start(&moto.endpoint).await;
         for account in &accounts {
@@ -168,8 +171,13 @@ impl World {
             eks.add_cluster(account, &regions[0], "legacy", "ACTIVE", "CONFIG_MAP");
             eks.add_cluster(account, &regions[0], "young", "CREATING", "API");
         }
-        let v1 = role(&org.management_account_id, "apono-connector-v1");
-        eks.add_entry(&accounts[accounts.len() - 1], &regions[0], "api", &v1);
+        let someone_else = role(&org.management_account_id, "team-x-admin");
+        eks.add_entry(
+            &accounts[accounts.len() - 1],
+            &regions[0],
+            "api",
+            &someone_else,
+        );
         let region_refs: Vec<&str> = regions.iter().map(String::as_str).collect();
         let platform = FakePlatform::start(&region_refs).await;
 
@@ -182,11 +190,10 @@ impl World {
             ("RUST_LOG".to_string(), "debug".to_string()),
         ]);
         let mut functions = BTreeMap::new();
-        for (_, binary) in RESOURCES {
-            functions.insert(
-                *binary,
-                Function::start(binary, &bin.join(binary), &env, Duration::from_secs(120)).await,
-            );
+        for binary in ["org-info", "apono-integration", "eks-access-entries"] {
+            let function =
+                Function::start(binary, &bin.join(binary), &env, Duration::from_secs(120)).await;
+            functions.insert(binary.to_string(), Arc::new(function));
         }
         World {
             moto,
@@ -194,54 +201,24 @@ impl World {
             accounts,
             eks,
             apono,
-            _platform: platform,
+            platform,
             rx: Receiver::start().await,
             functions,
-            template: template_json("template.yaml"),
             regions,
-            sent: 0,
+            sent: AtomicUsize::new(0),
         }
     }
 
-    fn rendering(&self, connector_role: &str, connector_id: &str) -> Rendering {
-        Rendering::new(
-            &self.template,
-            &[
-                ("Scope", "Organization"),
-                ("ConnectorMode", "Existing"),
-                ("ConnectorRoleArn", connector_role),
-                ("AponoConnectorId", connector_id),
-                ("AponoApiTokenParameterName", TOKEN_PARAMETER),
-                // The failing Create waits this long for a connector Apono never learns of.
-                ("ConnectorWaitSeconds", "5"),
-            ],
-        )
-    }
-
-    /// The properties CloudFormation would send for `logical_id`.
-    fn properties(&self, r: &Rendering, logical_id: &str) -> Value {
-        let resource = &self.template["Resources"][logical_id];
-        assert!(
-            r.included(resource),
-            "{logical_id} is not in this rendering"
-        );
-        let mut props = substitute(&resource["Properties"], r).unwrap();
-        if logical_id == "AponoIntegration" {
-            // The one deviation from the template: Apono is the local fake.
-            props["ApiUrl"] = json!(self.apono.url());
-        }
-        props
-    }
-
-    /// Sends one event to the resource's function and returns CloudFormation's view of the
-    /// answer (exactly one is required).
-    async fn send(&mut self, logical_id: &str, event: Event) -> Value {
-        self.sent += 1;
-        let name = format!("{logical_id}-{}", self.sent);
+    /// Sends one event to `binary` and returns CloudFormation's view of the answer (exactly one
+    /// is required).
+    async fn send(&self, binary: &str, logical_id: &str, event: Event) -> Value {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let name = format!("{logical_id}-{n}");
         let mut value = event.logical_id(logical_id).into_value();
         value["ResponseURL"] = json!(self.rx.url(&name));
-        let binary = RESOURCES.iter().find(|(l, _)| *l == logical_id).unwrap().1;
-        let function = &self.functions[binary];
+        let Some(function) = self.functions.get(binary) else {
+            return json!({"Status": "NO-FUNCTION", "Reason": format!("no binary {binary}")});
+        };
         match function.invoke(value, Duration::from_secs(300)).await {
             Ok(Outcome::Response(_)) => {}
             Ok(Outcome::Error(e)) => {
@@ -263,340 +240,601 @@ impl World {
         }
     }
 
-    fn resource_type(&self, logical_id: &str) -> String {
-        self.template["Resources"][logical_id]["Type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
     /// Entries carrying this stack's tags, for `principal`.
     fn ours(&self, principal: &str) -> usize {
         self.eks.entries_tagged(principal, STACK_TAG)
     }
 
-    fn eligible_clusters(&self) -> usize {
-        self.accounts.len() * self.regions.len() * 2
+    /// ACTIVE clusters in API modes, in the accounts the stack reaches.
+    fn eligible_clusters(&self, accounts: usize) -> usize {
+        accounts * self.regions.len() * 2
+    }
+
+    fn someone_elses_entry_kept(&self) -> bool {
+        let account = &self.accounts[self.accounts.len() - 1];
+        self.eks
+            .entries(account, &self.regions[0], "api")
+            .contains_key(&role(&self.org.management_account_id, "team-x-admin"))
     }
 }
 
-fn summary(body: &Value) -> String {
-    let mut text = format!(
-        "{} {}",
-        body["Status"].as_str().unwrap_or("?"),
-        body["PhysicalResourceId"].as_str().unwrap_or("")
-    );
-    if let Some(reason) = body["Reason"].as_str() {
-        text.push_str(&format!(
-            " reason=\"{}\"",
-            custom_resource::response::truncate_utf8(reason, 160)
-        ));
-    }
-    text
+/// Every resource type of the template, emulated: custom resources run the real function
+/// binaries; the StackSet deploys the member template in moto; the ECS service stabilises after
+/// a while and its connector becomes known to Apono a while after that; the schedule fires at
+/// random moments for as long as the rule exists; the rest complete after a short delay with
+/// the attributes CloudFormation would give them.
+struct LocalCloud<'w> {
+    world: &'w World,
+    template: &'w Value,
+    rng: RefCell<fastrand::Rng>,
+    schedules: RefCell<BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    fired: Arc<AtomicUsize>,
+    counter: AtomicUsize,
+    /// Function ARN -> binary (the template's `BuildProperties.Binary`).
+    binaries: RefCell<BTreeMap<String, String>>,
 }
 
-fn show_data(body: &Value) {
-    if let Some(map) = body["Data"].as_object() {
-        let line: Vec<String> = map
-            .iter()
-            .filter(|(_, v)| !v.as_str().unwrap_or("").is_empty())
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+impl<'w> LocalCloud<'w> {
+    fn new(world: &'w World, template: &'w Value, seed: u64) -> Self {
+        LocalCloud {
+            world,
+            template,
+            rng: RefCell::new(fastrand::Rng::with_seed(seed)),
+            schedules: RefCell::new(BTreeMap::new()),
+            fired: Arc::new(AtomicUsize::new(0)),
+            counter: AtomicUsize::new(0),
+            binaries: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    fn account(&self) -> &str {
+        &self.world.org.management_account_id
+    }
+
+    /// A short, seeded pause: resources of one wave finish in varying order.
+    async fn pause(&self, base_ms: u64) {
+        let jitter = self.rng.borrow_mut().u64(0..=base_ms);
+        tokio::time::sleep(Duration::from_millis(base_ms + jitter)).await;
+    }
+
+    fn name(&self, logical_id: &str, given: &Value) -> String {
+        match given.as_str() {
+            Some(name) if !name.is_empty() => name.to_string(),
+            _ => format!(
+                "apono-onboarding-{logical_id}-{:04}",
+                self.counter.fetch_add(1, Ordering::SeqCst)
+            ),
+        }
+    }
+
+    /// The binary behind a function ARN (a custom resource's ServiceToken).
+    fn binary_of(&self, service_token: &str) -> String {
+        self.binaries
+            .borrow()
+            .get(service_token)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The custom resource's event, answered by the real function.
+    async fn custom(&self, logical_id: &str, event: Event) -> Value {
+        let token = event.get()["ResourceProperties"]["ServiceToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let binary = self.binary_of(&token);
+        self.world.send(&binary, logical_id, event).await
+    }
+
+    fn custom_properties(&self, resource_type: &str, mut props: Value) -> Value {
+        if resource_type == "Custom::AponoIntegration" {
+            // The one deviation from the template: Apono is the local fake.
+            props["ApiUrl"] = json!(self.world.apono.url());
+        }
+        props
+    }
+
+    fn answer(body: Value) -> Result<Complete, Failure> {
+        let physical_id = body["PhysicalResourceId"].as_str().map(str::to_string);
+        if body["Status"] != "SUCCESS" {
+            return Err(Failure {
+                physical_id,
+                reason: format!(
+                    "{} {}",
+                    body["Status"].as_str().unwrap_or("?"),
+                    body["Reason"].as_str().unwrap_or("")
+                ),
+            });
+        }
+        let attributes = body["Data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
             .collect();
-        println!(
-            "         {}",
-            custom_resource::response::truncate_utf8(&line.join("  "), 400)
-        );
+        Ok(Complete {
+            physical_id: physical_id.unwrap_or_default(),
+            attributes,
+        })
     }
-}
 
-/// Deploys the member template with a service-managed StackSet in moto, as CloudFormation
-/// does for `MemberRolesStackSet`; returns how many member accounts got the Apono role.
-async fn deploy_member_roles(world: &World, connector_role: &str) -> usize {
-    let config = world.moto.sdk_config();
-    let cfn = aws_sdk_cloudformation::Client::new(&config);
-    let eks_manager = role(&world.org.management_account_id, "eks-function");
-    let parameters = [
-        ("AponoConnectorId", CONNECTOR_ID),
-        ("ConnectorRoleArn", connector_role),
-        ("Permissions", "Read-Only (Discovery)"),
-        ("EksManagerRoleArn", eks_manager.as_str()),
-    ];
-    let ous = if world.org.ou_ids.is_empty() {
-        vec![world.org.root_id.clone()]
-    } else {
-        world.org.ou_ids.clone()
-    };
-    if let Err(e) =
-        crate::org::deploy_member_stack_set(&cfn, "apono-member-roles", &parameters, &ous).await
-    {
-        println!("         StackSet: {e}");
-        return 0;
-    }
-    let mut count = 0;
-    for account in &world.org.member_account_ids {
-        let member = crate::org::assume_member(&world.moto, &config, account).await;
-        let iam = aws_sdk_iam::Client::new(&member);
-        if iam
-            .get_role()
-            .role_name(format!("apono-cross-account-{CONNECTOR_ID}"))
-            .send()
+    async fn stack_set(&self, props: &Value) -> Result<Complete, Failure> {
+        let fail = |reason: String| Failure {
+            physical_id: None,
+            reason,
+        };
+        let name = props["StackSetName"]
+            .as_str()
+            .unwrap_or("apono-member-roles");
+        let parameters: Vec<(String, String)> = props["Parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["ParameterKey"].as_str().unwrap_or_default().to_string(),
+                    p["ParameterValue"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let parameters: Vec<(&str, &str)> = parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut targets: Vec<String> = props["StackInstancesGroup"][0]["DeploymentTargets"]
+            ["OrganizationalUnitIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        if targets == [self.world.org.root_id.clone()] && !self.world.org.ou_ids.is_empty() {
+            // moto deviation: given the root it also deploys to the management account, which
+            // CloudFormation never does; its OUs reach the same member accounts.
+            targets = self.world.org.ou_ids.clone();
+        }
+        let cfn = aws_sdk_cloudformation::Client::new(&self.world.moto.sdk_config());
+        crate::org::deploy_member_stack_set(&cfn, name, &parameters, &targets)
             .await
-            .is_ok()
-        {
-            count += 1;
-        }
+            .map_err(fail)?;
+        Ok(Complete {
+            physical_id: format!("{name}:local"),
+            attributes: BTreeMap::from([("StackSetId".to_string(), format!("{name}:local"))]),
+        })
     }
-    count
+
+    fn start_schedule(&self, rule: &str, props: &Value) {
+        let input = props["Targets"][0]["Input"].as_str().unwrap_or("{}");
+        let event: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+        let Some(function) = self.world.functions.get("eks-access-entries").cloned() else {
+            return;
+        };
+        let fired = self.fired.clone();
+        let delays: Vec<u64> = (0..4)
+            .map(|_| self.rng.borrow_mut().u64(200..1500))
+            .collect();
+        let task = tokio::spawn(async move {
+            for delay in delays {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                function.enqueue(event.clone());
+                fired.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        self.schedules.borrow_mut().insert(rule.to_string(), task);
+    }
 }
 
-/// Runs the lifecycle; the report says whether every step behaved.
-pub async fn run(options: &Options) -> Report {
-    let started = Instant::now();
-    let mut report = Report::default();
-    println!("local run: building the function binaries ...");
-    let bin = match build_binaries() {
-        Ok(bin) => bin,
-        Err(e) => {
-            report.check("build the functions", false, e);
-            return report;
+impl Provider for LocalCloud<'_> {
+    fn create<'a>(
+        &'a self,
+        logical_id: &'a str,
+        resource_type: &'a str,
+        props: Value,
+    ) -> LocalBoxFuture<'a, Result<Complete, Failure>> {
+        Box::pin(async move {
+            let region = "us-east-1";
+            let account = self.account().to_string();
+            let simple = |physical_id: String, attributes: &[(&str, String)]| {
+                Ok(Complete {
+                    physical_id,
+                    attributes: attributes
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                })
+            };
+            match resource_type {
+                t if t.starts_with("Custom::") => {
+                    let props = self.custom_properties(t, props);
+                    let body = self
+                        .custom(logical_id, Event::create(t, "").properties(props))
+                        .await;
+                    Self::answer(body)
+                }
+                "AWS::Lambda::Function" => {
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &props["FunctionName"]);
+                    let arn = format!("arn:aws:lambda:{region}:{account}:function:{name}");
+                    let binary = self.template["Resources"][logical_id]["Metadata"]
+                        ["BuildProperties"]["Binary"]
+                        .as_str()
+                        .unwrap_or_default();
+                    self.binaries
+                        .borrow_mut()
+                        .insert(arn.clone(), binary.to_string());
+                    simple(name, &[("Arn", arn)])
+                }
+                "AWS::IAM::Role" => {
+                    self.pause(60).await;
+                    let name = self.name(logical_id, &props["RoleName"]);
+                    let arn = role(&account, &name);
+                    simple(name, &[("Arn", arn)])
+                }
+                "AWS::CloudFormation::StackSet" => {
+                    self.pause(100).await;
+                    self.stack_set(&props).await
+                }
+                "AWS::ECS::Service" => {
+                    // Stabilising takes a while; the container connects to Apono later still.
+                    self.pause(700).await;
+                    let apono = self.world.apono.clone();
+                    let connector = props_connector(self.template);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        apono.add_connector(&connector, "CONNECTED");
+                    });
+                    let name = self.name(logical_id, &Value::Null);
+                    let arn = format!("arn:aws:ecs:{region}:{account}:service/{name}");
+                    simple(arn, &[("Name", name)])
+                }
+                "AWS::Events::Rule" => {
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &Value::Null);
+                    self.start_schedule(&name, &props);
+                    let arn = format!("arn:aws:events:{region}:{account}:rule/{name}");
+                    simple(name, &[("Arn", arn)])
+                }
+                _ => {
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &Value::Null);
+                    simple(name.clone(), &[("Arn", format!("arn:local:{name}"))])
+                }
+            }
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        logical_id: &'a str,
+        resource_type: &'a str,
+        physical_id: &'a str,
+        props: Value,
+        old: Value,
+    ) -> LocalBoxFuture<'a, Result<Complete, Failure>> {
+        Box::pin(async move {
+            match resource_type {
+                t if t.starts_with("Custom::") => {
+                    let event = Event::update(t, "", physical_id)
+                        .properties(self.custom_properties(t, props))
+                        .old_properties(self.custom_properties(t, old));
+                    Self::answer(self.custom(logical_id, event).await)
+                }
+                "AWS::Events::Rule" => {
+                    // EventBridge fires the new input from now on.
+                    if let Some(task) = self.schedules.borrow_mut().remove(physical_id) {
+                        task.abort();
+                    }
+                    self.start_schedule(physical_id, &props);
+                    let arn = format!(
+                        "arn:aws:events:us-east-1:{}:rule/{physical_id}",
+                        self.account()
+                    );
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::from([("Arn".to_string(), arn)]),
+                    })
+                }
+                _ => {
+                    // Non-custom resources keep their physical ID in the changes this run makes.
+                    self.pause(40).await;
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::new(),
+                    })
+                }
+            }
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        logical_id: &'a str,
+        resource_type: &'a str,
+        physical_id: &'a str,
+        props: Value,
+    ) -> LocalBoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match resource_type {
+                t if t.starts_with("Custom::") => {
+                    let event = Event::delete(t, "", physical_id)
+                        .properties(self.custom_properties(t, props));
+                    let body = self.custom(logical_id, event).await;
+                    match body["Status"] == "SUCCESS" {
+                        true => Ok(()),
+                        false => Err(format!("{body}")),
+                    }
+                }
+                "AWS::Events::Rule" => {
+                    if let Some(task) = self.schedules.borrow_mut().remove(physical_id) {
+                        task.abort();
+                    }
+                    Ok(())
+                }
+                "AWS::ECS::Service" => {
+                    self.pause(300).await;
+                    self.world
+                        .apono
+                        .add_connector(&props_connector(self.template), "DISCONNECTED");
+                    Ok(())
+                }
+                _ => {
+                    self.pause(30).await;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn stack_status(&self, status: &str) {
+        self.world.platform.set_stack_status(status);
+    }
+}
+
+/// The connector ID the ECS service runs (its task definition's APONO_CONNECTOR_ID): the local
+/// run always uses [`CONNECTOR_ID`].
+fn props_connector(_template: &Value) -> String {
+    CONNECTOR_ID.to_string()
+}
+
+/// One scope x connector mode, as a user would deploy it.
+struct Scenario {
+    scope: &'static str,
+    mode: &'static str,
+}
+
+impl Scenario {
+    fn parameters(&self, connector_role: &str, integration_name: &str) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = [
+            ("Scope", self.scope),
+            ("ConnectorMode", self.mode),
+            ("AponoConnectorId", CONNECTOR_ID),
+            ("AponoApiTokenParameterName", TOKEN_PARAMETER),
+            ("AponoIntegrationName", integration_name),
+            ("ConnectorWaitSeconds", "30"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        match self.mode {
+            "Deploy" => p.extend(
+                [
+                    ("VpcId", "vpc-0abc12345"),
+                    ("SubnetIds", "subnet-0abc12345,subnet-0def67890"),
+                    (
+                        "ConnectorTokenSecretArn",
+                        "arn:aws:secretsmanager:us-east-1:123456789012:secret:apono-connector-AbCdEf",
+                    ),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
+            _ => p.push(("ConnectorRoleArn".into(), connector_role.into())),
         }
-    };
-    println!("local run: starting moto, the fakes and the three functions on 127.0.0.1 ...");
-    let mut w = World::new(options, &bin).await;
+        p
+    }
+}
+
+fn borrowed(p: &[(String, String)]) -> Vec<(&str, &str)> {
+    p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn status_line(status: &StackStatus) -> String {
+    custom_resource::response::truncate_utf8(&format!("{status:?}"), 300).to_string()
+}
+
+/// Prints the operations since `since`, in start order.
+fn show_timeline(stack: &Stack, since: usize) {
+    for line in stack.timeline(since) {
+        println!("         {line}");
+    }
+}
+
+/// One scenario's lifecycle: create, a real update, a no-op update, delete (the schedule
+/// firing throughout); in the first scenario also a refused create and a rolled-back one.
+async fn lifecycle(
+    report: &mut Report,
+    options: &Options,
+    bin: &std::path::Path,
+    template: &Value,
+    scenario: &Scenario,
+    seed: u64,
+    failures_too: bool,
+) -> Vec<Arc<Function>> {
+    let w = World::new(options, bin).await;
+    let cloud = LocalCloud::new(&w, template, seed);
+    let tag = format!("{}/{} seed {seed}", scenario.scope, scenario.mode);
     println!(
-        "emulated organization {} (root {}, management account {}): {} member accounts in {} OUs, \
-         EKS in {} regions ({} clusters), Apono with connector {CONNECTOR_ID}\n",
+        "\n== {tag}: organization {} ({} members in {} OUs), EKS in {} regions",
         w.org.organization_id,
-        w.org.root_id,
-        w.org.management_account_id,
         w.org.member_account_ids.len(),
         w.org.ou_ids.len(),
-        w.regions.len(),
-        w.accounts.len() * (w.regions.len() * 2 + 2),
+        w.regions.len()
     );
-    let v1 = role(&w.org.management_account_id, "apono-connector-v1");
-    let v2 = role(&w.org.management_account_id, "apono-connector-v2");
-    let pre_existing_entry = (
-        w.accounts[w.accounts.len() - 1].clone(),
-        w.regions[0].clone(),
-    );
+    if scenario.mode == "Existing" {
+        w.apono.add_connector(CONNECTOR_ID, "CONNECTED");
+    }
+    let mgmt = w.org.management_account_id.clone();
+    let v1 = role(&mgmt, "apono-connector-v1");
+    let v2 = role(&mgmt, "apono-connector-v2");
+    let reached = match scenario.scope {
+        "Organization" => w.accounts.len(),
+        _ => 1,
+    };
+    let mut stack = Stack::new(template.clone());
+    stack.set_account(&mgmt);
 
-    // ---- Create, in dependency order; !GetAtt filled from earlier answers.
-    println!("stack Create (ConnectorRoleArn = {v1})");
-    let mut rendering = w.rendering(&v1, CONNECTOR_ID);
-    let mut physical = BTreeMap::new();
-    let mut props_now = BTreeMap::new();
-    for (logical_id, _) in RESOURCES {
-        if *logical_id == "AponoIntegration" {
-            let roles = deploy_member_roles(&w, &v1).await;
-            report.check(
-                "StackSet puts the Apono role in every member account",
-                roles == w.org.member_account_ids.len(),
-                format!(
-                    "{roles} of {} member accounts",
-                    w.org.member_account_ids.len()
-                ),
-            );
+    if failures_too {
+        // A stack whose rules refuse it: nothing may be created.
+        let mut refused = Stack::new(template.clone());
+        let mut p = Scenario {
+            scope: scenario.scope,
+            mode: "Deploy",
         }
-        let props = w.properties(&rendering, logical_id);
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::create(&resource_type, "").properties(props.clone()),
-            )
-            .await;
-        let ok = body["Status"] == "SUCCESS";
-        report.check(&format!("Create {logical_id}"), ok, summary(&body));
-        show_data(&body);
-        if let Some(data) = body["Data"].as_object() {
-            for (k, v) in data {
-                rendering.attributes.insert(
-                    (logical_id.to_string(), k.clone()),
-                    v.as_str().unwrap_or("").to_string(),
-                );
+        .parameters(&v1, "");
+        p.retain(|(k, _)| k != "VpcId");
+        let status = refused.create(&cloud, &borrowed(&p), seed).await;
+        report.check(
+            &format!("{tag}: rules refuse Deploy mode without VpcId"),
+            matches!(&status, StackStatus::Refused(why) if why.contains("needs VpcId"))
+                && refused.operations.is_empty(),
+            status_line(&status),
+        );
+
+        // A create that fails in the middle, and its rollback.
+        let mut failing = Stack::new(template.clone());
+        failing.set_account(&mgmt);
+        let mut p = Scenario {
+            scope: scenario.scope,
+            mode: "Existing",
+        }
+        .parameters(&v1, "");
+        for (k, v) in p.iter_mut() {
+            match k.as_str() {
+                "AponoConnectorId" => *v = "not-installed".into(),
+                "ConnectorWaitSeconds" => *v = "3".into(),
+                _ => {}
             }
         }
-        physical.insert(
-            *logical_id,
-            body["PhysicalResourceId"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
+        let status = failing.create(&cloud, &borrowed(&p), seed).await;
+        show_timeline(&failing, 0);
+        let clear = matches!(&status, StackStatus::RollbackComplete(why)
+            if why.contains("not-installed is not known to Apono after waiting"));
+        report.check(
+            &format!("{tag}: failing Create rolls back cleanly"),
+            clear && failing.physical_ids().is_empty(),
+            status_line(&status),
         );
-        props_now.insert(*logical_id, w.properties(&rendering, logical_id));
+        let left = w.ours(&v1);
+        let integrations = w.apono.integrations().len();
+        report.check(
+            &format!("{tag}: the rollback left nothing behind"),
+            left == 0 && integrations == 1 && w.someone_elses_entry_kept(),
+            format!("{left} tagged entries, {integrations} integrations (1 was there before)"),
+        );
     }
-    let created = w.ours(&v1);
+
+    // ---- Create.
+    let since = stack.operations.len();
+    let params = scenario.parameters(&v1, "");
+    let status = stack.create(&cloud, &borrowed(&params), seed).await;
+    show_timeline(&stack, since);
     report.check(
-        "EKS: an entry on every eligible cluster, others' left alone",
-        created == w.eligible_clusters() - 1,
-        format!("{created} tagged entries for the connector role; CONFIG_MAP and CREATING clusters skipped"),
+        &format!("{tag}: Create"),
+        status == StackStatus::CreateComplete,
+        status_line(&status),
     );
-    let created_integrations = w.apono.integrations().len() - 1;
+    let principal = match scenario.mode {
+        "Deploy" => stack
+            .attribute("ConnectorTaskRole", "Arn")
+            .unwrap_or_default(),
+        _ => v1.clone(),
+    };
+    let created = w.ours(&principal);
     report.check(
-        "Apono: one integration registered",
-        created_integrations == 1,
-        format!("{} integrations in Apono", created_integrations + 1),
+        &format!("{tag}: an entry on every eligible cluster it reaches"),
+        created == w.eligible_clusters(reached),
+        format!(
+            "{created} of {} (CONFIG_MAP and CREATING clusters skipped)",
+            w.eligible_clusters(reached)
+        ),
+    );
+    let ours = w.apono.integrations().len() - 1;
+    report.check(
+        &format!("{tag}: one integration registered"),
+        ours == 1,
+        format!("{ours} of ours"),
     );
 
-    // ---- Update with a real change: a new connector role.
-    println!("\nstack Update (ConnectorRoleArn = {v2})");
-    let mut rendering2 = w.rendering(&v2, CONNECTOR_ID);
-    rendering2.attributes = rendering.attributes.clone();
-    for (logical_id, _) in RESOURCES {
-        let new = w.properties(&rendering2, logical_id);
-        let old = props_now[logical_id].clone();
-        if new == old {
-            println!("         {logical_id}: properties unchanged, CloudFormation sends no event");
-            continue;
-        }
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::update(&resource_type, "", &physical[logical_id])
-                    .properties(new.clone())
-                    .old_properties(old),
-            )
-            .await;
-        report.check(
-            &format!("Update {logical_id}"),
-            body["Status"] == "SUCCESS"
-                && body["PhysicalResourceId"] == physical[logical_id].as_str(),
-            summary(&body),
-        );
-        show_data(&body);
-        props_now.insert(*logical_id, new);
-    }
-    let (new_entries, old_entries) = (w.ours(&v2), w.ours(&v1));
-    let theirs_kept = w
-        .eks
-        .entries(&pre_existing_entry.0, &pre_existing_entry.1, "api")
-        .contains_key(&v1);
+    // ---- A real update.
+    let since = stack.operations.len();
+    let new_principal = match scenario.mode {
+        "Deploy" => principal.clone(),
+        _ => v2.clone(),
+    };
+    let params = scenario.parameters(&v2, "renamed-by-update");
+    let status = stack.update(&cloud, &borrowed(&params), seed).await;
+    show_timeline(&stack, since);
+    let renamed = w
+        .apono
+        .integrations()
+        .iter()
+        .any(|i| i["name"] == "renamed-by-update");
     report.check(
-        "EKS: entries moved to the new role, the old ones removed",
-        new_entries == w.eligible_clusters() && old_entries == 0 && theirs_kept,
-        format!("{new_entries} for the new role, {old_entries} of ours for the old one, someone else's entry kept: {theirs_kept}"),
+        &format!("{tag}: Update (integration renamed, connector role changed)"),
+        status == StackStatus::UpdateComplete && renamed,
+        status_line(&status),
+    );
+    let (now, before) = (w.ours(&new_principal), w.ours(&v1));
+    let moved = match scenario.mode {
+        "Deploy" => now == w.eligible_clusters(reached),
+        _ => now == w.eligible_clusters(reached) && before == 0,
+    };
+    report.check(
+        &format!("{tag}: entries follow the connector role"),
+        moved && w.someone_elses_entry_kept(),
+        format!("{now} for the current role, {before} of ours left for the old one"),
     );
 
-    // ---- No-op update: every resource gets an Update with unchanged properties.
-    println!("\nstack Update with nothing changed");
-    let (eks_writes, apono_writes) = (w.eks.mutations(), w.apono.writes());
-    for (logical_id, _) in RESOURCES {
-        let props = props_now[logical_id].clone();
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::update(&resource_type, "", &physical[logical_id])
-                    .properties(props.clone())
-                    .old_properties(props),
-            )
-            .await;
-        report.check(
-            &format!("no-op Update {logical_id}"),
-            body["Status"] == "SUCCESS",
-            summary(&body),
-        );
-    }
-    let writes = (w.eks.mutations() - eks_writes) + (w.apono.writes() - apono_writes);
+    // ---- No-op update.
+    let since = stack.operations.len();
+    let writes_before = w.eks.mutations() + w.apono.writes();
+    let status = stack.update(&cloud, &borrowed(&params), seed).await;
+    let writes = w.eks.mutations() + w.apono.writes() - writes_before;
     report.check(
-        "no-op Update made zero mutating calls",
-        writes == 0,
-        format!("{writes} writes to EKS and Apono"),
+        &format!("{tag}: no-op Update sends nothing, writes nothing"),
+        status == StackStatus::UpdateComplete && stack.operations.len() == since && writes == 0,
+        format!(
+            "{} operations, {writes} writes (scheduled runs included)",
+            stack.operations.len() - since
+        ),
     );
 
-    // ---- Delete, in reverse order.
-    println!("\nstack Delete");
-    for (logical_id, _) in RESOURCES.iter().rev() {
-        let props = props_now[logical_id].clone();
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::delete(&resource_type, "", &physical[logical_id]).properties(props),
-            )
-            .await;
-        report.check(
-            &format!("Delete {logical_id}"),
-            body["Status"] == "SUCCESS",
-            summary(&body),
-        );
-        show_data(&body);
-    }
-    let left = w.ours(&v1) + w.ours(&v2);
+    // ---- Delete, with the schedule firing until its rule is gone.
+    let since = stack.operations.len();
+    let status = stack.delete(&cloud, seed).await;
+    show_timeline(&stack, since);
+    // Let anything still queued in the function (a last scheduled run) finish first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = w.ours(&new_principal) + w.ours(&v1);
     let integrations: Vec<String> = w
         .apono
         .integrations()
         .iter()
         .map(|i| i["name"].as_str().unwrap_or("").to_string())
         .collect();
-    let theirs_kept = w
-        .eks
-        .entries(&pre_existing_entry.0, &pre_existing_entry.1, "api")
-        .contains_key(&v1);
     report.check(
-        "Delete left nothing of ours and everything that was there",
-        left == 0 && integrations == ["team-x-aws"] && theirs_kept,
-        format!("{left} tagged entries, Apono integrations {integrations:?}, someone else's entry kept: {theirs_kept}"),
+        &format!("{tag}: Delete"),
+        status == StackStatus::DeleteComplete,
+        status_line(&status),
     );
-
-    // ---- A Create that fails, and CloudFormation's rollback.
-    println!("\nstack Create that fails (AponoConnectorId = not-installed), then rollback");
-    let mut failing = w.rendering(&v1, "not-installed");
-    let mut done: Vec<(&str, String, Value)> = Vec::new();
-    for (logical_id, _) in RESOURCES {
-        let props = w.properties(&failing, logical_id);
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::create(&resource_type, "").properties(props.clone()),
-            )
-            .await;
-        let id = body["PhysicalResourceId"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if body["Status"] == "SUCCESS" {
-            if let Some(data) = body["Data"].as_object() {
-                for (k, v) in data {
-                    failing.attributes.insert(
-                        (logical_id.to_string(), k.clone()),
-                        v.as_str().unwrap_or("").to_string(),
-                    );
-                }
-            }
-            done.push((logical_id, id, props));
-            continue;
-        }
-        let clear = body["Reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("not-installed is not known to Apono after waiting"));
-        report.check(
-            &format!("Create {logical_id} fails clearly"),
-            body["Status"] == "FAILED" && clear,
-            summary(&body),
-        );
-        done.push((logical_id, id, props));
-        break;
-    }
-    for (logical_id, id, props) in done.into_iter().rev() {
-        let resource_type = w.resource_type(logical_id);
-        let body = w
-            .send(
-                logical_id,
-                Event::delete(&resource_type, "", &id).properties(props),
-            )
-            .await;
-        report.check(
-            &format!("rollback Delete {logical_id}"),
-            body["Status"] == "SUCCESS",
-            summary(&body),
-        );
-    }
-
-    // ---- What every response and every log line must (not) contain.
+    report.check(
+        &format!("{tag}: Delete left nothing of ours, everything else"),
+        left == 0 && integrations == ["team-x-aws"] && w.someone_elses_entry_kept(),
+        format!(
+            "{left} tagged entries, Apono {integrations:?}, {} scheduled runs fired",
+            cloud.fired.load(Ordering::SeqCst)
+        ),
+    );
     let largest =
         w.rx.accepted()
             .iter()
@@ -604,16 +842,70 @@ pub async fn run(options: &Options) -> Report {
             .max()
             .unwrap_or(0);
     report.check(
-        "every response within CloudFormation's 4096 bytes",
+        &format!("{tag}: every response within 4096 bytes"),
         largest <= 4096,
         format!(
             "{} responses, largest {largest} bytes",
             w.rx.accepted().len()
         ),
     );
+    w.functions.values().cloned().collect()
+}
+
+/// Every scope x connector mode, once per seed; the report says whether every step behaved.
+pub async fn run(options: &Options) -> Report {
+    let started = Instant::now();
+    let mut report = Report::default();
+    println!("local deploy: building the function binaries ...");
+    let bin = match build_binaries() {
+        Ok(bin) => bin,
+        Err(e) => {
+            report.check("build the functions", false, e);
+            return report;
+        }
+    };
+    let template = crate::cfn::transformed_template("template.yaml");
+    let scenarios = [
+        Scenario {
+            scope: "Organization",
+            mode: "Deploy",
+        },
+        Scenario {
+            scope: "Organization",
+            mode: "Existing",
+        },
+        Scenario {
+            scope: "Account",
+            mode: "Deploy",
+        },
+        Scenario {
+            scope: "Account",
+            mode: "Existing",
+        },
+    ];
+    let mut functions = Vec::new();
+    for (i, scenario) in scenarios.iter().enumerate() {
+        for (j, seed) in options.seeds.iter().enumerate() {
+            let first = i == 0 && j == 0;
+            functions.extend(
+                lifecycle(
+                    &mut report,
+                    options,
+                    &bin,
+                    &template,
+                    scenario,
+                    *seed,
+                    first,
+                )
+                .await,
+            );
+        }
+    }
+
+    // ---- What every log line must not contain.
     let mut leaks = Vec::new();
     let mut lines = 0;
-    for function in w.functions.values() {
+    for function in &functions {
         let text = function.output_text();
         lines += text.lines().count();
         for (what, secret) in [

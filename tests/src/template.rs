@@ -47,9 +47,21 @@ pub fn parameter_values(template: &Value) -> BTreeMap<String, Value> {
 pub struct Rendering {
     pub params: BTreeMap<String, Value>,
     pub conditions: BTreeMap<String, bool>,
-    /// Known `!GetAtt` values (resource, key); others get a sample.
+    /// Known `!GetAtt` values (resource, key), and `Ref`s of resources as (resource, "Ref");
+    /// others get a sample.
     pub attributes: BTreeMap<(String, String), String>,
+    /// The stack's account (`AWS::AccountId`).
+    pub account_id: String,
 }
+
+const PSEUDO_PARAMETERS: &[&str] = &[
+    "AWS::AccountId",
+    "AWS::Region",
+    "AWS::Partition",
+    "AWS::StackName",
+    "AWS::StackId",
+    "AWS::URLSuffix",
+];
 
 impl Rendering {
     pub fn new(template: &Value, overrides: &[(&str, &str)]) -> Rendering {
@@ -61,6 +73,7 @@ impl Rendering {
             params,
             conditions: BTreeMap::new(),
             attributes: BTreeMap::new(),
+            account_id: "111111111111".into(),
         };
         let specs = template["Conditions"]
             .as_object()
@@ -79,6 +92,19 @@ impl Rendering {
             assert!(rendering.conditions.len() > before, "circular conditions");
         }
         rendering
+    }
+
+    /// A pseudo parameter's value in this rendering.
+    pub fn pseudo(&self, name: &str) -> String {
+        match name {
+            "AWS::AccountId" => self.account_id.clone(),
+            "AWS::Region" => "us-east-1".into(),
+            "AWS::Partition" => "aws".into(),
+            "AWS::StackName" => "apono-onboarding".into(),
+            "AWS::StackId" => crate::events::STACK_ID.replace("123456789012", &self.account_id),
+            "AWS::URLSuffix" => "amazonaws.com".into(),
+            other => panic!("pseudo parameter {other} is not modelled"),
+        }
     }
 
     fn condition(&self, spec: &Value) -> Option<bool> {
@@ -140,14 +166,14 @@ pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
             match key.as_str() {
                 "Ref" => match arg.as_str().unwrap() {
                     "AWS::NoValue" => None,
-                    "AWS::AccountId" => Some(json!("111111111111")),
-                    "AWS::Region" => Some(json!("us-east-1")),
-                    "AWS::Partition" => Some(json!("aws")),
-                    "AWS::StackName" => Some(json!("apono-onboarding")),
-                    "AWS::StackId" => Some(json!(crate::events::STACK_ID)),
+                    pseudo if pseudo.starts_with("AWS::") => Some(json!(r.pseudo(pseudo))),
                     name => match r.params.get(name) {
                         Some(v) => substitute(v, r),
-                        None => Some(json!(format!("ref-{name}"))),
+                        None => Some(json!(r
+                            .attributes
+                            .get(&(name.to_string(), "Ref".to_string()))
+                            .cloned()
+                            .unwrap_or_else(|| format!("ref-{name}")))),
                     },
                 },
                 "Fn::GetAtt" => {
@@ -168,13 +194,24 @@ pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
                             out = out.replace(&format!("${{{name}}}"), &v);
                         }
                     }
-                    out = out
-                        .replace("${AWS::AccountId}", "111111111111")
-                        .replace("${AWS::StackName}", "apono-onboarding")
-                        .replace("${AWS::Region}", "us-east-1")
-                        .replace("${AWS::Partition}", "aws");
+                    for pseudo in PSEUDO_PARAMETERS {
+                        out = out.replace(&format!("${{{pseudo}}}"), &r.pseudo(pseudo));
+                    }
                     for ((res, key), v) in &r.attributes {
-                        out = out.replace(&format!("${{{res}.{key}}}"), v);
+                        match key.as_str() {
+                            "Ref" => out = out.replace(&format!("${{{res}}}"), v),
+                            _ => out = out.replace(&format!("${{{res}.{key}}}"), v),
+                        }
+                    }
+                    // Fn::Sub's own variables: [text, {name: value}].
+                    if let Some(vars) = arg.get(1).and_then(Value::as_object) {
+                        for (name, v) in vars {
+                            if let Some(v) =
+                                substitute(v, r).and_then(|v| v.as_str().map(str::to_string))
+                            {
+                                out = out.replace(&format!("${{{name}}}"), &v);
+                            }
+                        }
                     }
                     let out = out.replace("${OrganizationInfo.OrganizationId}", "o-abcdefghij");
                     Some(json!(out))

@@ -692,6 +692,39 @@ impl<F: Fleet> EksAccessEntries<F> {
     }
 }
 
+/// Stack states in which no CloudFormation operation is running: the only ones in which a
+/// scheduled run may act. During a Create, Update or Delete the rule's input may be stale (an
+/// Update that moves the entries to a new principal updates the rule only afterwards) or the
+/// entries may be on their way out; the next run after the operation reconciles.
+pub const STACK_AT_REST: &[&str] = &[
+    "CREATE_COMPLETE",
+    "UPDATE_COMPLETE",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "IMPORT_COMPLETE",
+    "IMPORT_ROLLBACK_COMPLETE",
+];
+
+/// The stack's status, or why it could not be read.
+pub async fn stack_status(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack_id: &str,
+) -> Result<String, ScheduledError> {
+    let out = cfn
+        .describe_stacks()
+        .stack_name(stack_id)
+        .send()
+        .await
+        .map_err(|e| {
+            let why = custom_resource::aws::ApiError::from_sdk("cloudformation:DescribeStacks", e);
+            ScheduledError(format!("cannot read the stack's status: {why}"))
+        })?;
+    out.stacks()
+        .first()
+        .and_then(|s| s.stack_status())
+        .map(|s| s.as_str().to_string())
+        .ok_or_else(|| ScheduledError(format!("stack {stack_id} not found")))
+}
+
 /// Why a scheduled reconcile stopped (there is no CloudFormation to answer: it is logged).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -2,7 +2,8 @@ use custom_resource::{Context, Runtime, RuntimeConfig};
 use eks_access_entries::continuation::SelfInvoke;
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::{
-    EksAccessEntries, ScheduledInput, SCHEDULED_CONTINUATION_KEY, SCHEDULED_KEY,
+    stack_status, EksAccessEntries, ScheduledInput, SCHEDULED_CONTINUATION_KEY, SCHEDULED_KEY,
+    STACK_AT_REST,
 };
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
@@ -17,6 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = custom_resource::aws::load_config().await;
     let fleet = Arc::new(AwsFleet::new(config.clone(), None).await?);
     let lambda = aws_sdk_lambda::Client::new(&config);
+    let cfn = Arc::new(aws_sdk_cloudformation::Client::new(&config));
     let runtime_config = RuntimeConfig::from_env();
     let margin = runtime_config.deadline_margin;
     let runtime = Arc::new(Runtime::new(
@@ -31,8 +33,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let scheduled = Arc::new(EksAccessEntries { fleet });
     let self_invoke = Arc::new(SelfInvoke { lambda });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (runtime, scheduled, self_invoke) =
-            (runtime.clone(), scheduled.clone(), self_invoke.clone());
+        let (runtime, scheduled, self_invoke, cfn) = (
+            runtime.clone(),
+            scheduled.clone(),
+            self_invoke.clone(),
+            cfn.clone(),
+        );
         async move {
             let left = event
                 .context
@@ -48,6 +54,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     .map_err(Into::into);
             };
             let input: ScheduledInput = serde_json::from_value(input.clone())?;
+            // Checked again by every continuation: a run stops when an operation begins.
+            let status = stack_status(&cfn, &input.stack_id).await?;
+            if !STACK_AT_REST.contains(&status.as_str()) {
+                tracing::info!(stack_status = %status, "scheduled reconcile skipped: the stack is changing; the next run reconciles");
+                return Ok(());
+            }
             let ctx = Context {
                 handler_deadline: deadline.checked_sub(margin).unwrap_or(deadline),
                 invoked_function_arn: arn.clone(),

@@ -6,6 +6,7 @@ async fn the_local_run_completes_every_lifecycle_step() {
         member_accounts: 3,
         organizational_units: 2,
         regions: 2,
+        seeds: vec![1, 2],
     })
     .await;
     let failed: Vec<_> = report.steps.iter().filter(|s| !s.ok).collect();
