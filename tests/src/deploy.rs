@@ -440,7 +440,6 @@ impl Stack {
             self.record(&name, "DELETE-REPLACED", started, result);
         }
         let gone: Vec<String> = before.keys().filter(|n| !graph.has(n)).cloned().collect();
-        let old_graph = self.graph.take();
         for name in gone {
             if let Some(old) = self.deployed.remove(&name) {
                 let started = self.tick();
@@ -450,7 +449,6 @@ impl Stack {
                 self.record(&name, "DELETE", started, result);
             }
         }
-        drop(old_graph);
         self.rendering = Some(rendering);
         self.graph = Some(graph);
         provider.stack_status("UPDATE_COMPLETE");
