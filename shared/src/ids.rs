@@ -1,4 +1,4 @@
-//! AWS identifier formats (facts.md), checked before any API call so that a typo fails with a
+//! AWS identifier formats (AWS Organizations API reference), checked before any API call so that a typo fails with a
 //! message that shows the expected shape.
 
 fn all(s: &str, f: impl Fn(char) -> bool) -> bool {

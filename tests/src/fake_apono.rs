@@ -1,5 +1,5 @@
 //! A fake of Apono's admin API on 127.0.0.1: connectors (v3) and integrations (v4) with the
-//! shapes in facts.md, bearer-token checks, cursor pagination and controllable faults.
+//! shapes of Apono's public OpenAPI spec, bearer-token checks, cursor pagination and controllable faults.
 
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,5 +1,5 @@
 //! A small client of Apono's admin API (shapes from Apono's public Terraform provider; see
-//! facts.md): connectors (v3) and integrations (v4). Retries 429, 5xx and timeouts with backoff,
+//! its public OpenAPI spec): connectors (v3) and integrations (v4). Retries 429, 5xx and timeouts with backoff,
 //! honouring Retry-After, never past the deadline it is given.
 
 use custom_resource::logging::scrub;

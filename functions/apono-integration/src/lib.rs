@@ -17,7 +17,7 @@ use std::time::Duration;
 use token::{TokenError, TokenSource};
 use url::Url;
 
-/// Unverified (facts.md): Apono's type string for an AWS organization. Configurable.
+/// Unverified (not in Apono's public docs): Apono's type string for an AWS organization. Configurable.
 pub const DEFAULT_INTEGRATION_TYPE: &str = "aws-organization";
 /// Verified type string for a single account.
 pub const ACCOUNT_INTEGRATION_TYPE: &str = "aws-account";
