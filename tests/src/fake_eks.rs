@@ -39,6 +39,8 @@ struct Inner {
     latency: Duration,
     mutations: usize,
     requests: usize,
+    /// When set, every call is checked against the caller's IAM policies (moto enforcing).
+    authorizer: Option<crate::iam::Authorizer>,
 }
 
 #[derive(Clone)]
@@ -65,6 +67,11 @@ impl FakeEks {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, refuse what the caller's IAM policies do not allow, as EKS would.
+    pub fn enforce(&self, authorizer: crate::iam::Authorizer) {
+        self.with(|s| s.authorizer = Some(authorizer));
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -263,11 +270,82 @@ fn cluster_json(account: &str, region: &str, name: &str, c: &Cluster) -> Value {
     })
 }
 
+/// EKS's access-entry ARN: `access-entry/<cluster>/role/<account>/<role name>/<id>`.
+fn entry_arn(account: &str, region: &str, cluster: &str, principal: &str) -> String {
+    let principal_account = principal.split(':').nth(4).unwrap_or_default();
+    let role_name = principal.rsplit('/').next().unwrap_or_default();
+    format!("arn:aws:eks:{region}:{account}:access-entry/{cluster}/role/{principal_account}/{role_name}/local")
+}
+
+/// One IAM check: action, resource, and the request's condition keys.
+type Permission = (&'static str, String, Vec<(&'static str, String)>);
+
+/// What IAM checks for a call, per EKS's service authorization reference. Creating an entry
+/// with tags also needs eks:TagResource on it.
+fn permissions(
+    method: &str,
+    segs: &[&str],
+    body: &Value,
+    account: &str,
+    region: &str,
+) -> Vec<Permission> {
+    let cluster = |name: &str| format!("arn:aws:eks:{region}:{account}:cluster/{name}");
+    let principal_of = |p: &str| vec![("eks:principalArn", p.to_string())];
+    match (method, segs) {
+        ("GET", ["clusters"]) => vec![("eks:ListClusters", "*".into(), vec![])],
+        ("GET", ["clusters", name]) => vec![("eks:DescribeCluster", cluster(name), vec![])],
+        ("POST", ["clusters", name, "update-config"]) => {
+            vec![("eks:UpdateClusterConfig", cluster(name), vec![])]
+        }
+        ("GET", ["clusters", name, "access-entries"]) => {
+            vec![("eks:ListAccessEntries", cluster(name), vec![])]
+        }
+        ("POST", ["clusters", name, "access-entries"]) => {
+            let principal = body["principalArn"].as_str().unwrap_or_default();
+            let mut needed = vec![(
+                "eks:CreateAccessEntry",
+                cluster(name),
+                principal_of(principal),
+            )];
+            if body["tags"].as_object().is_some_and(|t| !t.is_empty()) {
+                let entry = entry_arn(account, region, name, principal);
+                needed.push(("eks:TagResource", entry, vec![]));
+            }
+            needed
+        }
+        (m, ["clusters", name, "access-entries", principal, tail @ ..]) => {
+            let entry = entry_arn(account, region, name, principal);
+            let policy_of = |p: &str| {
+                let mut keys = principal_of(principal);
+                keys.push(("eks:policyArn", p.to_string()));
+                keys
+            };
+            let action = match (m, tail) {
+                ("GET", []) => ("eks:DescribeAccessEntry", principal_of(principal)),
+                ("DELETE", []) => ("eks:DeleteAccessEntry", principal_of(principal)),
+                ("GET", ["access-policies"]) => {
+                    ("eks:ListAssociatedAccessPolicies", principal_of(principal))
+                }
+                ("POST", ["access-policies"]) => (
+                    "eks:AssociateAccessPolicy",
+                    policy_of(body["policyArn"].as_str().unwrap_or_default()),
+                ),
+                ("DELETE", ["access-policies", policy]) => {
+                    ("eks:DisassociateAccessPolicy", policy_of(policy))
+                }
+                _ => return vec![],
+            };
+            vec![(action.0, entry, action.1)]
+        }
+        _ => vec![],
+    }
+}
+
 fn entry_json(account: &str, region: &str, cluster: &str, principal: &str, e: &Entry) -> Value {
     json!({
         "clusterName": cluster,
         "principalArn": principal,
-        "accessEntryArn": format!("arn:aws:eks:{region}:{account}:access-entry/{cluster}/role/x"),
+        "accessEntryArn": entry_arn(account, region, cluster, principal),
         "kubernetesGroups": [],
         "createdAt": 1_700_000_000,
         "modifiedAt": 1_700_000_000,
@@ -299,9 +377,40 @@ async fn handle(
             "missing SigV4 authorization",
         );
     };
-    let Some(account) = account_of(&inner, &headers, &key).await else {
-        return error(403, "UnrecognizedClientException", "unknown access key");
+    let authorizer = inner.lock().unwrap().authorizer.clone();
+    let caller = match &authorizer {
+        Some(authorizer) => match authorizer.caller(&headers).await {
+            Ok(caller) => Some(caller),
+            Err(e) => return error(403, "UnrecognizedClientException", &e),
+        },
+        None => None,
     };
+    let account = match &caller {
+        Some(caller) => caller.account.clone(),
+        None => match account_of(&inner, &headers, &key).await {
+            Some(account) => account,
+            None => return error(403, "UnrecognizedClientException", "unknown access key"),
+        },
+    };
+    let mutating = method != Method::GET;
+    let segments: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(caller) = &caller {
+        for (action, resource, keys) in
+            permissions(method.as_str(), &segs, &body, &account, &region)
+        {
+            let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            if let Err(denied) = caller.may(action, &resource, &keys) {
+                return error(403, "AccessDeniedException", &denied);
+            }
+        }
+    }
     let mut s = inner.lock().unwrap();
     if s.denied.contains(&account) {
         return error(
@@ -314,15 +423,6 @@ async fn handle(
         s.throttle_next -= 1;
         return error(429, "ThrottlingException", "Rate exceeded");
     }
-    let mutating = method != Method::GET;
-    let segments: Vec<String> = uri
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(percent_decode)
-        .collect();
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let query: HashMap<String, String> = uri
         .query()
         .map(|q| {

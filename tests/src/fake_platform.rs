@@ -5,13 +5,15 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
 struct Inner {
+    /// When set, every call is checked against the caller's IAM policies (moto enforcing).
+    authorizer: Option<crate::iam::Authorizer>,
     regions: Vec<String>,
     trusted_access: bool,
     stack_status: String,
@@ -26,6 +28,7 @@ pub struct FakePlatform {
 impl FakePlatform {
     pub async fn start(regions: &[&str]) -> FakePlatform {
         let inner = Arc::new(Mutex::new(Inner {
+            authorizer: None,
             regions: regions.iter().map(|r| r.to_string()).collect(),
             trusted_access: true,
             stack_status: "CREATE_COMPLETE".into(),
@@ -42,6 +45,11 @@ impl FakePlatform {
     /// What `DescribeStacks` reports for the stack (the local deploy sets it as it goes).
     pub fn set_stack_status(&self, status: &str) {
         self.inner.lock().unwrap().stack_status = status.to_string();
+    }
+
+    /// From now on, refuse what the caller's IAM policies do not allow, as AWS would.
+    pub fn enforce(&self, authorizer: crate::iam::Authorizer) {
+        self.inner.lock().unwrap().authorizer = Some(authorizer);
     }
 
     pub fn set_trusted_access(&self, on: bool) {
@@ -66,8 +74,53 @@ fn xml(action: &str, result: &str) -> Response {
         .into_response()
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, body: Bytes) -> Response {
+/// The IAM action and resource of a call (None: not a call this fake serves).
+fn permission(path: &str, body: &str) -> Option<(String, String)> {
+    if path == "/listRegions" {
+        return Some(("account:ListRegions".into(), "*".into()));
+    }
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let action = param("Action")?;
+    let resource = match action.as_str() {
+        "DescribeStacks" => param("StackName").unwrap_or_else(|| "*".into()),
+        _ => "*".into(),
+    };
+    Some((format!("cloudformation:{action}"), resource))
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = String::from_utf8_lossy(&body);
+    let authorizer = inner.lock().unwrap().authorizer.clone();
+    if let (Some(authorizer), Some((action, resource))) =
+        (authorizer, permission(uri.path(), &body))
+    {
+        if let Err(denied) = authorizer.check(&headers, &action, &resource).await {
+            if uri.path() == "/listRegions" {
+                // The Account API speaks JSON.
+                return (
+                    StatusCode::FORBIDDEN,
+                    [("x-amzn-errortype", "AccessDeniedException")],
+                    axum::Json(json!({ "message": denied })),
+                )
+                    .into_response();
+            }
+            let code = "AccessDenied";
+            return (
+                StatusCode::FORBIDDEN,
+                [("x-amzn-errortype", code), ("content-type", "text/xml")],
+                format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{denied}</Message></Error><RequestId>local</RequestId></ErrorResponse>"),
+            )
+                .into_response();
+        }
+    }
     let mut state = inner.lock().unwrap();
     if uri.path() == "/listRegions" {
         let regions: Vec<_> = state

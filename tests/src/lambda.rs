@@ -40,6 +40,8 @@ struct Shared {
     work: Arc<Notify>,
     done: Arc<Notify>,
     function_arn: String,
+    /// When set, an Invoke must be allowed by the caller's IAM policies (moto enforcing).
+    authorizer: Option<crate::iam::Authorizer>,
 }
 
 /// One function process and its runtime API.
@@ -62,6 +64,20 @@ impl Function {
         env: &[(String, String)],
         timeout: Duration,
     ) -> Function {
+        let arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{name}");
+        Function::start_as(name, &arn, binary, env, timeout, None).await
+    }
+
+    /// As [`Function::start`], for the function `arn`; with an authorizer, its Invoke API
+    /// serves only callers whose policies allow lambda:InvokeFunction on `arn`.
+    pub async fn start_as(
+        name: &str,
+        arn: &str,
+        binary: &FsPath,
+        env: &[(String, String)],
+        timeout: Duration,
+        authorizer: Option<crate::iam::Authorizer>,
+    ) -> Function {
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 timeout,
@@ -69,7 +85,8 @@ impl Function {
             })),
             work: Arc::new(Notify::new()),
             done: Arc::new(Notify::new()),
-            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            function_arn: arn.to_string(),
+            authorizer,
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -297,6 +314,20 @@ async fn invoke_api(
             "only Event invocations are emulated",
         )
             .into_response();
+    }
+    if let Some(authorizer) = &shared.authorizer {
+        let invoke = "lambda:InvokeFunction";
+        if let Err(denied) = authorizer
+            .check(&headers, invoke, &shared.function_arn)
+            .await
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                [("x-amzn-errortype", "AccessDeniedException")],
+                axum::Json(serde_json::json!({ "Message": denied })),
+            )
+                .into_response();
+        }
     }
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod fake_apono;
 pub mod fake_eks;
 pub mod fake_platform;
+pub mod iam;
 pub mod invoke;
 pub mod lambda;
 pub mod local_run;

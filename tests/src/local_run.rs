@@ -9,6 +9,7 @@ use crate::events::Event;
 use crate::fake_apono::FakeApono;
 use crate::fake_eks::FakeEks;
 use crate::fake_platform::FakePlatform;
+use crate::iam::Authorizer;
 use crate::lambda::{Function, Outcome};
 use crate::moto::Moto;
 use crate::org::{seed_organization, SeededOrg};
@@ -120,21 +121,29 @@ fn role(account: &str, name: &str) -> String {
 /// The emulated organization and everything the stack's resources act on.
 struct World {
     moto: Moto,
+    authorizer: Authorizer,
     org: SeededOrg,
     accounts: Vec<String>,
     eks: FakeEks,
     apono: FakeApono,
     platform: FakePlatform,
     rx: Receiver,
-    /// By binary name.
-    functions: BTreeMap<String, Arc<Function>>,
+    /// Where the function binaries are, and what every function's environment holds besides
+    /// its role's credentials.
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    /// Every function process started, with the secret key it was given (for the log scan).
+    started: RefCell<Vec<(Arc<Function>, String)>>,
     regions: Vec<String>,
     sent: AtomicUsize,
 }
 
 impl World {
     async fn new(options: &Options, bin: &std::path::Path) -> World {
-        let moto = Moto::start().await;
+        // Every call is checked against the caller's IAM policies: the test kit acts as an
+        // administrator, each function as the role the template gives it.
+        let moto = Moto::start_enforcing().await;
+        let authorizer = Authorizer::new(&moto.endpoint, moto.admin_key_id().unwrap_or_default());
         let config = moto.sdk_config();
         let org = seed_organization(
             &config,
@@ -180,8 +189,12 @@ impl World {
         );
         let region_refs: Vec<&str> = regions.iter().map(String::as_str).collect();
         let platform = FakePlatform::start(&region_refs).await;
+        eks.enforce(authorizer.clone());
+        platform.enforce(authorizer.clone());
 
         let mut env = function_env(&moto, &eks, &platform);
+        // The role's credentials are added when the function is created.
+        env.retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"));
         env.extend([
             (
                 custom_resource::DEADLINE_MARGIN_ENV.to_string(),
@@ -189,35 +202,32 @@ impl World {
             ),
             ("RUST_LOG".to_string(), "debug".to_string()),
         ]);
-        let mut functions = BTreeMap::new();
-        for binary in ["org-info", "apono-integration", "eks-access-entries"] {
-            let function =
-                Function::start(binary, &bin.join(binary), &env, Duration::from_secs(120)).await;
-            functions.insert(binary.to_string(), Arc::new(function));
-        }
         World {
             moto,
+            authorizer,
             org,
             accounts,
             eks,
             apono,
             platform,
             rx: Receiver::start().await,
-            functions,
+            bin: bin.to_path_buf(),
+            env,
+            started: RefCell::new(Vec::new()),
             regions,
             sent: AtomicUsize::new(0),
         }
     }
 
-    /// Sends one event to `binary` and returns CloudFormation's view of the answer (exactly one
-    /// is required).
-    async fn send(&self, binary: &str, logical_id: &str, event: Event) -> Value {
+    /// Sends one event to `function` and returns CloudFormation's view of the answer (exactly
+    /// one is required).
+    async fn send(&self, function: Option<Arc<Function>>, logical_id: &str, event: Event) -> Value {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let name = format!("{logical_id}-{n}");
         let mut value = event.logical_id(logical_id).into_value();
         value["ResponseURL"] = json!(self.rx.url(&name));
-        let Some(function) = self.functions.get(binary) else {
-            return json!({"Status": "NO-FUNCTION", "Reason": format!("no binary {binary}")});
+        let Some(function) = function else {
+            return json!({"Status": "NO-FUNCTION", "Reason": "no function behind the ServiceToken"});
         };
         match function.invoke(value, Duration::from_secs(300)).await {
             Ok(Outcome::Response(_)) => {}
@@ -270,8 +280,8 @@ struct LocalCloud<'w> {
     schedules: RefCell<BTreeMap<String, tokio::task::JoinHandle<()>>>,
     fired: Arc<AtomicUsize>,
     counter: AtomicUsize,
-    /// Function ARN -> binary (the template's `BuildProperties.Binary`).
-    binaries: RefCell<BTreeMap<String, String>>,
+    /// The functions that exist now, by ARN.
+    functions: RefCell<BTreeMap<String, Arc<Function>>>,
 }
 
 impl<'w> LocalCloud<'w> {
@@ -283,7 +293,7 @@ impl<'w> LocalCloud<'w> {
             schedules: RefCell::new(BTreeMap::new()),
             fired: Arc::new(AtomicUsize::new(0)),
             counter: AtomicUsize::new(0),
-            binaries: RefCell::new(BTreeMap::new()),
+            functions: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -307,13 +317,9 @@ impl<'w> LocalCloud<'w> {
         }
     }
 
-    /// The binary behind a function ARN (a custom resource's ServiceToken).
-    fn binary_of(&self, service_token: &str) -> String {
-        self.binaries
-            .borrow()
-            .get(service_token)
-            .cloned()
-            .unwrap_or_default()
+    /// The live function behind an ARN (a custom resource's ServiceToken, a rule's target).
+    fn function(&self, arn: &str) -> Option<Arc<Function>> {
+        self.functions.borrow().get(arn).cloned()
     }
 
     /// The custom resource's event, answered by the real function.
@@ -322,8 +328,194 @@ impl<'w> LocalCloud<'w> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let binary = self.binary_of(&token);
-        self.world.send(&binary, logical_id, event).await
+        self.world
+            .send(self.function(&token), logical_id, event)
+            .await
+    }
+
+    fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.world.moto.sdk_config())
+    }
+
+    /// The role in moto, as CloudFormation creates it: trust, inline policies. AWS managed
+    /// policies are not attached (moto does not hold them; nothing the functions call relies
+    /// on them). moto cannot act as the Lambda service, so a role Lambda assumes trusts the
+    /// kit's administrator instead, who assumes it on Lambda's behalf.
+    async fn put_role(&self, name: &str, props: &Value, create: bool) -> Result<(), String> {
+        let iam = self.iam();
+        let mut trust = props["AssumeRolePolicyDocument"].clone();
+        if trust.to_string().contains("lambda.amazonaws.com") {
+            let admin = format!(
+                "arn:aws:iam::{}:user/{}",
+                crate::moto::DEFAULT_ACCOUNT,
+                crate::moto::ADMIN_USER
+            );
+            trust = json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": admin}, "Action": "sts:AssumeRole"}]});
+        }
+        if create {
+            iam.create_role()
+                .role_name(name)
+                .assume_role_policy_document(trust.to_string())
+                .send()
+                .await
+                .map_err(|e| format!("CreateRole {name}: {:?}", e.into_service_error()))?;
+        }
+        let wanted: BTreeMap<String, String> = props["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["PolicyName"].as_str()?.to_string(),
+                    p["PolicyDocument"].to_string(),
+                ))
+            })
+            .collect();
+        let existing = iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+            .policy_names;
+        for gone in existing.iter().filter(|p| !wanted.contains_key(*p)) {
+            self.delete_role_policy(name, gone).await?;
+        }
+        for (policy, document) in wanted {
+            self.put_role_policy(name, &policy, &document).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_role_policy(
+        &self,
+        role: &str,
+        policy: &str,
+        document: &str,
+    ) -> Result<(), String> {
+        self.iam()
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .policy_document(document)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "PutRolePolicy {role}/{policy}: {:?}",
+                    e.into_service_error()
+                )
+            })
+    }
+
+    async fn delete_role_policy(&self, role: &str, policy: &str) -> Result<(), String> {
+        self.iam()
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "DeleteRolePolicy {role}/{policy}: {:?}",
+                    e.into_service_error()
+                )
+            })
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<(), String> {
+        let policies = self
+            .iam()
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+            .policy_names;
+        for policy in policies {
+            self.delete_role_policy(name, &policy).await?;
+        }
+        self.iam()
+            .delete_role()
+            .role_name(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("DeleteRole {name}: {:?}", e.into_service_error()))
+    }
+
+    /// The roles an `AWS::IAM::Policy` is attached to (their names: `Ref` of a role).
+    fn policy_roles(props: &Value) -> Vec<String> {
+        props["Roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Starts the function's process with its role's credentials, as Lambda does: Lambda
+    /// assumes the execution role, so a role that cannot be assumed fails the function.
+    async fn start_function(
+        &self,
+        arn: &str,
+        name: &str,
+        binary: &str,
+        props: &Value,
+    ) -> Result<(), String> {
+        let role_arn = props["Role"].as_str().unwrap_or_default();
+        let sts = aws_sdk_sts::Client::new(&self.world.moto.sdk_config());
+        let credentials = sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "Lambda cannot assume {role_arn}: {:?}",
+                    e.into_service_error()
+                )
+            })?
+            .credentials
+            .ok_or("AssumeRole returned no credentials")?;
+        let mut env = self.world.env.clone();
+        env.extend([
+            ("AWS_ACCESS_KEY_ID".to_string(), credentials.access_key_id),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                credentials.secret_access_key.clone(),
+            ),
+            ("AWS_SESSION_TOKEN".to_string(), credentials.session_token),
+        ]);
+        // Lambda's default timeout is 3 s; the rendered template carries numbers as strings.
+        let timeout = props["Timeout"]
+            .as_u64()
+            .or_else(|| props["Timeout"].as_str()?.parse().ok())
+            .unwrap_or(3);
+        let timeout = Duration::from_secs(timeout);
+        let function = Arc::new(
+            Function::start_as(
+                name,
+                arn,
+                &self.world.bin.join(binary),
+                &env,
+                timeout,
+                Some(self.world.authorizer.clone()),
+            )
+            .await,
+        );
+        self.world
+            .started
+            .borrow_mut()
+            .push((function.clone(), credentials.secret_access_key));
+        self.functions
+            .borrow_mut()
+            .insert(arn.to_string(), function);
+        Ok(())
     }
 
     fn custom_properties(&self, resource_type: &str, mut props: Value) -> Value {
@@ -406,7 +598,8 @@ impl<'w> LocalCloud<'w> {
     fn start_schedule(&self, rule: &str, props: &Value) {
         let input = props["Targets"][0]["Input"].as_str().unwrap_or("{}");
         let event: Value = serde_json::from_str(input).unwrap_or(Value::Null);
-        let Some(function) = self.world.functions.get("eks-access-entries").cloned() else {
+        let Some(function) = self.function(props["Targets"][0]["Arn"].as_str().unwrap_or(""))
+        else {
             return;
         };
         let fired = self.fired.clone();
@@ -459,16 +652,43 @@ impl Provider for LocalCloud<'_> {
                         ["BuildProperties"]["Binary"]
                         .as_str()
                         .unwrap_or_default();
-                    self.binaries
-                        .borrow_mut()
-                        .insert(arn.clone(), binary.to_string());
+                    self.start_function(&arn, &name, binary, &props)
+                        .await
+                        .map_err(|reason| Failure {
+                            physical_id: None,
+                            reason,
+                        })?;
                     simple(name, &[("Arn", arn)])
                 }
                 "AWS::IAM::Role" => {
                     self.pause(60).await;
                     let name = self.name(logical_id, &props["RoleName"]);
+                    self.put_role(&name, &props, true)
+                        .await
+                        .map_err(|reason| Failure {
+                            physical_id: None,
+                            reason,
+                        })?;
                     let arn = role(&account, &name);
                     simple(name, &[("Arn", arn)])
+                }
+                "AWS::IAM::Policy" => {
+                    // Granted only now that the resource completes.
+                    self.pause(60).await;
+                    let name = props["PolicyName"]
+                        .as_str()
+                        .unwrap_or(logical_id)
+                        .to_string();
+                    for role in Self::policy_roles(&props) {
+                        let document = props["PolicyDocument"].to_string();
+                        self.put_role_policy(&role, &name, &document)
+                            .await
+                            .map_err(|reason| Failure {
+                                physical_id: None,
+                                reason,
+                            })?;
+                    }
+                    simple(name, &[])
                 }
                 "AWS::CloudFormation::StackSet" => {
                     self.pause(100).await;
@@ -486,6 +706,25 @@ impl Provider for LocalCloud<'_> {
                     let name = self.name(logical_id, &Value::Null);
                     let arn = format!("arn:aws:ecs:{region}:{account}:service/{name}");
                     simple(arn, &[("Name", name)])
+                }
+                "AWS::SNS::Topic" => {
+                    // Ref of a topic is its ARN.
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &props["TopicName"]);
+                    let arn = format!("arn:aws:sns:{region}:{account}:{name}");
+                    simple(arn.clone(), &[("TopicArn", arn), ("TopicName", name)])
+                }
+                "AWS::EC2::SecurityGroup" => {
+                    self.pause(40).await;
+                    let id = format!("sg-{:017x}", self.counter.fetch_add(1, Ordering::SeqCst));
+                    simple(id.clone(), &[("GroupId", id)])
+                }
+                "AWS::ECS::TaskDefinition" => {
+                    // Ref of a task definition is its ARN.
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &props["Family"]);
+                    let arn = format!("arn:aws:ecs:{region}:{account}:task-definition/{name}:1");
+                    simple(arn.clone(), &[("TaskDefinitionArn", arn)])
                 }
                 "AWS::Events::Rule" => {
                     self.pause(40).await;
@@ -518,6 +757,42 @@ impl Provider for LocalCloud<'_> {
                         .properties(self.custom_properties(t, props))
                         .old_properties(self.custom_properties(t, old));
                     Self::answer(self.custom(logical_id, event).await)
+                }
+                "AWS::IAM::Role" => {
+                    self.pause(40).await;
+                    self.put_role(physical_id, &props, false)
+                        .await
+                        .map_err(|reason| Failure {
+                            physical_id: Some(physical_id.to_string()),
+                            reason,
+                        })?;
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::from([(
+                            "Arn".to_string(),
+                            role(self.account(), physical_id),
+                        )]),
+                    })
+                }
+                "AWS::IAM::Policy" => {
+                    self.pause(40).await;
+                    for role in Self::policy_roles(&old) {
+                        // Detached from a role no longer listed; rewritten on the others.
+                        let _ = self.delete_role_policy(&role, physical_id).await;
+                    }
+                    for role in Self::policy_roles(&props) {
+                        let document = props["PolicyDocument"].to_string();
+                        self.put_role_policy(&role, physical_id, &document)
+                            .await
+                            .map_err(|reason| Failure {
+                                physical_id: Some(physical_id.to_string()),
+                                reason,
+                            })?;
+                    }
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::new(),
+                    })
                 }
                 "AWS::Events::Rule" => {
                     // EventBridge fires the new input from now on.
@@ -567,6 +842,27 @@ impl Provider for LocalCloud<'_> {
                 "AWS::Events::Rule" => {
                     if let Some(task) = self.schedules.borrow_mut().remove(physical_id) {
                         task.abort();
+                    }
+                    Ok(())
+                }
+                "AWS::Lambda::Function" => {
+                    self.pause(30).await;
+                    let arn = format!(
+                        "arn:aws:lambda:us-east-1:{}:function:{physical_id}",
+                        self.account()
+                    );
+                    // Dropping the last handle stops the process.
+                    self.functions.borrow_mut().remove(&arn);
+                    Ok(())
+                }
+                "AWS::IAM::Role" => {
+                    self.pause(30).await;
+                    self.delete_role(physical_id).await
+                }
+                "AWS::IAM::Policy" => {
+                    self.pause(30).await;
+                    for role in Self::policy_roles(&props) {
+                        self.delete_role_policy(&role, physical_id).await?;
                     }
                     Ok(())
                 }
@@ -634,6 +930,25 @@ impl Scenario {
     }
 }
 
+/// Removes the policy statement `sid` from every role of `template`; true if one was there.
+fn remove_statement(template: &mut Value, sid: &str) -> bool {
+    let mut removed = false;
+    for (_, resource) in template["Resources"].as_object_mut().into_iter().flatten() {
+        let policies = resource
+            .get_mut("Properties")
+            .and_then(|p| p.get_mut("Policies"))
+            .and_then(Value::as_array_mut);
+        for policy in policies.into_iter().flatten() {
+            if let Some(statements) = policy["PolicyDocument"]["Statement"].as_array_mut() {
+                let before = statements.len();
+                statements.retain(|s| s["Sid"] != sid);
+                removed |= statements.len() < before;
+            }
+        }
+    }
+    removed
+}
+
 fn borrowed(p: &[(String, String)]) -> Vec<(&str, &str)> {
     p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -659,7 +974,7 @@ async fn lifecycle(
     scenario: &Scenario,
     seed: u64,
     failures_too: bool,
-) -> Vec<Arc<Function>> {
+) -> Vec<FunctionLog> {
     let w = World::new(options, bin).await;
     let cloud = LocalCloud::new(&w, template, seed);
     let tag = format!("{}/{} seed {seed}", scenario.scope, scenario.mode);
@@ -730,6 +1045,27 @@ async fn lifecycle(
             &format!("{tag}: the rollback left nothing behind"),
             left == 0 && integrations == 1 && w.someone_elses_entry_kept(),
             format!("{left} tagged entries, {integrations} integrations (1 was there before)"),
+        );
+
+        // A grant taken out of the template: the function is refused as AWS would refuse it,
+        // and the stack rolls back.
+        let mut ungranted = template.clone();
+        let removed = remove_statement(&mut ungranted, "ReadAponoToken");
+        let mut denied = Stack::new(ungranted);
+        denied.set_account(&mgmt);
+        let p = Scenario {
+            scope: scenario.scope,
+            mode: "Existing",
+        }
+        .parameters(&v1, "");
+        let status = denied.create(&cloud, &borrowed(&p), seed).await;
+        show_timeline(&denied, 0);
+        let refused = matches!(&status, StackStatus::RollbackComplete(why)
+            if why.contains("access denied calling ssm:GetParameter"));
+        report.check(
+            &format!("{tag}: without its ssm:GetParameter grant, AccessDenied"),
+            removed && refused && denied.physical_ids().is_empty(),
+            status_line(&status),
         );
     }
 
@@ -849,7 +1185,23 @@ async fn lifecycle(
             w.rx.accepted().len()
         ),
     );
-    w.functions.values().cloned().collect()
+    // What each function process wrote, and the secret key it held, for the log scan.
+    w.started
+        .take()
+        .into_iter()
+        .map(|(function, secret)| FunctionLog {
+            name: function.name.clone(),
+            text: function.output_text(),
+            secret,
+        })
+        .collect()
+}
+
+/// What one function process wrote, and the secret access key it was given.
+struct FunctionLog {
+    name: String,
+    text: String,
+    secret: String,
 }
 
 /// Every scope x connector mode, once per seed; the report says whether every step behaved.
@@ -906,14 +1258,17 @@ pub async fn run(options: &Options) -> Report {
     let mut leaks = Vec::new();
     let mut lines = 0;
     for function in &functions {
-        let text = function.output_text();
-        lines += text.lines().count();
+        // LOCAL_RUN_DUMP=/path keeps each process's output (path.NAME.N), for debugging.
+        if let Ok(path) = std::env::var("LOCAL_RUN_DUMP") {
+            let _ = std::fs::write(format!("{path}.{}.{lines}", function.name), &function.text);
+        }
+        lines += function.text.lines().count();
         for (what, secret) in [
             ("Apono token", TOKEN),
             ("ResponseURL signature", FAKE_SIGNATURE),
-            ("AWS secret key", "testing-secret-key"),
+            ("AWS secret key", function.secret.as_str()),
         ] {
-            if text.contains(secret) {
+            if function.text.contains(secret) {
                 leaks.push(format!("{what} in {}", function.name));
             }
         }

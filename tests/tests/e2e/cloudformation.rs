@@ -207,3 +207,87 @@ fn every_custom_resource_waits_for_every_policy_of_its_function() {
         }
     }
 }
+
+/// The connector's ECS service in Deploy mode can start (its execution role reads a secret
+/// encrypted with a customer managed key, through Secrets Manager only), fails fast instead of
+/// keeping CloudFormation waiting for hours when its tasks cannot start, and reaches the
+/// resources it manages on their own ports.
+#[test]
+fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
+    let t = template();
+    let mut scenario = vec![("Scope", "Organization"), ("ConnectorMode", "Deploy")];
+    scenario.extend_from_slice(DEPLOY_NETWORK);
+    let r = rendering(&scenario);
+    let render = |resource: &str, path: &[&str]| {
+        let mut value = &t["Resources"][resource]["Properties"];
+        for key in path {
+            value = &value[*key];
+        }
+        bench::template::substitute(value, &r).unwrap_or(Value::Null)
+    };
+
+    let breaker = render(
+        "ConnectorService",
+        &["DeploymentConfiguration", "DeploymentCircuitBreaker"],
+    );
+    assert!(
+        breaker["Enable"] == "true" && breaker["Rollback"] == "true",
+        "ConnectorService has no deployment circuit breaker with rollback: a task that cannot \
+         start (a wrong registry credential) keeps CloudFormation waiting for hours: {breaker}"
+    );
+
+    let egress = render("ConnectorSecurityGroup", &["SecurityGroupEgress"]);
+    let reaches_any_port = |port: u16| {
+        egress.as_array().into_iter().flatten().any(|rule| {
+            let protocol = rule["IpProtocol"].as_str().unwrap_or("");
+            let from = rule["FromPort"].as_str().and_then(|p| p.parse().ok());
+            let to = rule["ToPort"].as_str().and_then(|p| p.parse().ok());
+            rule["CidrIp"] == "0.0.0.0/0"
+                && (protocol == "-1"
+                    || (protocol == "tcp"
+                        && from.is_some_and(|f: u16| f <= port)
+                        && to.is_some_and(|t: u16| port <= t)))
+        })
+    };
+    for (what, port) in [("Apono", 443), ("PostgreSQL", 5432), ("MySQL", 3306)] {
+        assert!(
+            reaches_any_port(port),
+            "the connector cannot reach {what} on port {port}: {egress}"
+        );
+    }
+
+    let policies: Vec<Value> = render("ConnectorExecutionRole", &["Policies"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+    let secret = DEPLOY_NETWORK[2].1;
+    let key = format!(
+        "arn:aws:kms:us-east-1:{}:key/0b1c2d3e",
+        r.pseudo("AWS::AccountId")
+    );
+    let via = |service: &str| format!("{service}.us-east-1.amazonaws.com");
+    assert!(
+        bench::iam::allows(&policies, "secretsmanager:GetSecretValue", secret, &[]),
+        "the execution role cannot read the connector's token secret"
+    );
+    assert!(
+        bench::iam::allows(
+            &policies,
+            "kms:Decrypt",
+            &key,
+            &[("kms:ViaService", &via("secretsmanager"))]
+        ),
+        "the execution role cannot decrypt a secret encrypted with a customer managed key"
+    );
+    assert!(
+        !bench::iam::allows(
+            &policies,
+            "kms:Decrypt",
+            &key,
+            &[("kms:ViaService", &via("s3"))]
+        ),
+        "the execution role may decrypt with the key outside Secrets Manager"
+    );
+}

@@ -4,6 +4,7 @@ mod apono;
 mod bad_input;
 mod cloudformation;
 mod eks;
+mod iam_enforcement;
 mod local_run;
 mod member_template;
 mod org_info;

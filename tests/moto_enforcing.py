@@ -1,0 +1,101 @@
+"""moto_server with its IAM enforcement on, made to judge the way AWS does where it matters here.
+
+moto checks every call against the caller's IAM policies once INITIAL_NO_AUTH_ACTION_COUNT calls
+have been made (moto docs: "IAM-like Access Control"). Left alone it has two gaps this project
+would trip over:
+
+* For most services moto does not know which resource a call acts on and checks the action
+  against the resource "*", so a statement scoped to an ARN never matches and every
+  least-privilege grant is denied. Here: SSM parameter calls are checked against the
+  parameter's ARN; for calls whose resource moto cannot name, the action alone is checked
+  (documented in the README as a limit of the local deploy).
+* moto verifies a request's signature by re-encoding the form body it parsed, which differs
+  from the AWS SDK for Rust's encoding for some characters (a StackSet's template body), so a
+  correctly signed request fails. Signing is the SDK's business; the caller is still known by
+  its access key and session token, and every action is still authorized.
+* moto's trust check compares the caller's ARN with the trusted principal literally. In AWS a
+  role session (arn:aws:sts::A:assumed-role/R/S) is trusted where its role
+  (arn:aws:iam::A:role/R) is named, and an account principal (arn:aws:iam::A:root) hands the
+  decision to that account's own policies; a service principal ({"Service": ...}) makes moto
+  fail with a TypeError. Here the trust check follows AWS in these three cases.
+* moto answers every denial in XML, which an SDK cannot read for a JSON-protocol service
+  (Organizations, SSM); AWS answers those in JSON with the type AccessDeniedException.
+
+Usage: python moto_enforcing.py -H 127.0.0.1 -p PORT   (same arguments as moto_server)
+"""
+
+import json
+import sys
+
+from moto.core.exceptions import JsonRESTError
+from moto.iam import access_control
+from moto.server import main
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+_match_element = access_control.IAMPolicyStatement._check_element_matches
+
+
+def _check_element_matches(self, statement_element, value):
+    if statement_element == "Resource" and value == "*":
+        return True  # moto could not name the resource: judge the action alone
+    return _match_element(self, statement_element, value)
+
+
+def _principal_names(principal):
+    """The ARNs a trust policy may use to name this caller."""
+    names = {principal}
+    parts = principal.split(":", 5)
+    if len(parts) == 6:
+        account, resource = parts[4], parts[5]
+        names.add(f"arn:{parts[1]}:iam::{account}:root")
+        names.add(account)
+        if parts[2] == "sts" and resource.startswith("assumed-role/"):
+            role = resource.split("/")[1]
+            names.add(f"arn:{parts[1]}:iam::{account}:role/{role}")
+    return names
+
+
+def _check_principal(self, principal):
+    expected = self._statement.get("Principal")
+    if not expected or expected == "*":
+        return True
+    aws = expected.get("AWS") if isinstance(expected, dict) else None
+    if aws is None:
+        return False  # a service or federated principal is never an AWS caller
+    trusted = set(aws) if isinstance(aws, list) else {aws}
+    return "*" in trusted or bool(trusted & _principal_names(principal))
+
+
+def _ssm_resource(self):
+    try:
+        name = json.loads(self.body or "{}").get("Name")
+    except ValueError:
+        name = None
+    if not name:
+        return "*"
+    if not name.startswith("/"):
+        name = "/" + name
+    return f"arn:aws:ssm:{self.region}:{self.current_account}:parameter{name}"
+
+
+_raise_access_denied = access_control.IAMRequest._raise_access_denied
+
+
+def _deny_in_the_protocol_of_the_call(self):
+    content_type = {k.lower(): v for k, v in self._headers.items()}.get("content-type", "")
+    if "json" in content_type:
+        raise JsonRESTError(
+            "AccessDeniedException",
+            f"User: {self._access_key.arn} is not authorized to perform: {self._action}",
+        )
+    _raise_access_denied(self)
+
+
+access_control.IAMRequest._raise_access_denied = _deny_in_the_protocol_of_the_call
+access_control.IAMRequestBase.check_signature = lambda self: None
+access_control.IAMPolicyStatement._check_element_matches = _check_element_matches
+access_control.IAMPolicyStatement._check_principal = _check_principal
+SimpleSystemManagerResponse._determine_resource = _ssm_resource
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
