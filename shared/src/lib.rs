@@ -54,23 +54,14 @@ use std::time::Duration;
 pub use props::{Properties, PropertyError, WaitFor};
 pub use runtime::{
     run, run_with, Continuation, ContinuationError, NoContinuation, Runtime, RuntimeConfig,
-    CONTINUATION_KEY, DEADLINE_MARGIN_ENV, FAILED_CREATE_PREFIX, TEST_LOOPBACK_ENV,
+    CHAIN_STARTED_KEY, CONTINUATION_KEY, DEADLINE_MARGIN_ENV, FAILED_CREATE_PREFIX,
+    TEST_LOOPBACK_ENV,
 };
 
 /// What a handler returns on failure: its `Display` (with its `source()` chain) becomes the
 /// FAILED reason, so make it say what to fix.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type HandlerResult<T> = Result<T, HandlerError>;
-
-/// A failure after the handler already created something: the FAILED answer carries this
-/// physical ID instead of the failed-Create marker, so that CloudFormation's rollback sends a
-/// Delete the handler will act on (and nothing is left behind).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{reason}")]
-pub struct FailedWithPhysicalId {
-    pub physical_resource_id: String,
-    pub reason: String,
-}
 
 /// Which CloudFormation operation an event asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,4 +183,15 @@ pub trait CustomResource: Send + Sync + 'static {
         ctx: &Context,
         request: &Request<Self::Properties>,
     ) -> impl Future<Output = HandlerResult<Outcome>> + Send;
+
+    /// The physical ID a Create of this request answers with, when it is known before the
+    /// work starts. A resource whose Create makes things step by step returns it: every
+    /// failed Create (an error, a panic, the Lambda timeout, the ServiceTimeout of a
+    /// continuation chain, a failed hand-over) then answers with it instead of the
+    /// failed-Create marker, so that CloudFormation's rollback sends a Delete the handler acts
+    /// on and nothing made so far is left behind. `None` (the default): a failed Create made
+    /// nothing that needs deleting.
+    fn create_physical_id(&self, _request: &Request<Self::Properties>) -> Option<String> {
+        None
+    }
 }

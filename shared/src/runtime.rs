@@ -19,6 +19,15 @@ pub const FAILED_CREATE_PREFIX: &str = "cfn-create-failed:";
 /// The event key under which a continuation carries its progress.
 pub const CONTINUATION_KEY: &str = "CustomResourceContinuation";
 
+/// The event key under which a continuation carries when its chain began (Unix ms): the whole
+/// chain must answer within the resource's ServiceTimeout, after which CloudFormation has
+/// stopped waiting (and may be rolling back: more work would race the rollback's Delete).
+pub const CHAIN_STARTED_KEY: &str = "CustomResourceChainStartedMs";
+
+/// CloudFormation's ServiceTimeout for a custom resource that sets none, and the largest
+/// allowed (AWS::CloudFormation::CustomResource, ServiceTimeout: 1-3600 s).
+const SERVICE_TIMEOUT_MAX_SECS: u64 = 3600;
+
 /// Env var that lets tests send responses to `http://127.0.0.1`. Production never sets it.
 pub const TEST_LOOPBACK_ENV: &str = "CUSTOM_RESOURCE_TEST_ALLOW_LOOPBACK_RESPONSE_URL";
 /// Env var overriding the deadline margin, in seconds.
@@ -232,7 +241,16 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
                 handler_deadline,
                 invoked_function_arn,
             };
-            let Some(answer) = decide(resource, continuation, &ctx, &env, event).await else {
+            let Some(answer) = decide(
+                resource,
+                continuation,
+                &ctx,
+                config.deadline_margin,
+                &env,
+                event,
+            )
+            .await
+            else {
                 tracing::info!(
                     duration_ms = started.elapsed().as_millis() as u64,
                     "continued in a new invocation"
@@ -369,6 +387,7 @@ async fn decide<R: CustomResource, C: Continuation>(
     resource: &Arc<R>,
     continuation: &Arc<C>,
     ctx: &Context,
+    margin: Duration,
     env: &Envelope,
     mut event: Value,
 ) -> Option<Answer> {
@@ -388,8 +407,15 @@ async fn decide<R: CustomResource, C: Continuation>(
     let continuation_state = event
         .as_object_mut()
         .and_then(|m| m.remove(CONTINUATION_KEY));
+    let now_ms = unix_ms();
+    let chain_started_ms = event
+        .as_object_mut()
+        .and_then(|m| m.remove(CHAIN_STARTED_KEY))
+        .and_then(|v| v.as_u64())
+        .filter(|started| continuation_state.is_some() && *started <= now_ms)
+        .unwrap_or(now_ms);
     // The ID to answer with when things go wrong: the existing one, or the marker on Create.
-    let fallback_id = match (kind, &env.physical_resource_id) {
+    let mut fallback_id = match (kind, &env.physical_resource_id) {
         (RequestKind::Create, _) | (_, None) => marker(),
         (_, Some(id)) => id.clone(),
     };
@@ -430,6 +456,45 @@ async fn decide<R: CustomResource, C: Continuation>(
         old_properties,
         continuation: continuation_state,
     };
+    if kind == RequestKind::Create {
+        if let Some(id) = resource.create_physical_id(&request) {
+            fallback_id = id;
+        }
+    }
+
+    // The chain's budget: what is left of ServiceTimeout since the chain began, less the
+    // runtime's margin. It caps this invocation's deadline like the Lambda timeout does.
+    let service_timeout = service_timeout_secs(&event);
+    let chain_left_ms = (chain_started_ms + service_timeout * 1000).saturating_sub(now_ms) as u128;
+    let chain_deadline = (Instant::now() + Duration::from_millis(chain_left_ms as u64))
+        .checked_sub(margin)
+        .unwrap_or_else(Instant::now);
+    let service_timeout_binds = chain_deadline < ctx.handler_deadline;
+    let ctx = &Context {
+        handler_deadline: ctx.handler_deadline.min(chain_deadline),
+        invoked_function_arn: ctx.invoked_function_arn.clone(),
+    };
+    let out_of_time = || {
+        Answer::failed(
+            fallback_id.clone(),
+            match service_timeout_binds {
+                true => format!(
+                    "the work did not finish within the resource's ServiceTimeout \
+                     ({service_timeout} s) and was stopped, since CloudFormation no longer waits \
+                     for it; raise ServiceTimeout (at most 3600) or reduce the work (e.g. fewer \
+                     accounts or regions per resource) and retry"
+                ),
+                false => "the operation did not finish before the Lambda timeout and was \
+                          stopped so that CloudFormation gets an answer now; raise the \
+                          function's Timeout (or reduce the work, e.g. fewer accounts or regions \
+                          per resource) and retry"
+                    .to_string(),
+            },
+        )
+    };
+    if service_timeout_binds && ctx.remaining().is_zero() {
+        return Some(out_of_time());
+    }
 
     let task_resource = resource.clone();
     let task_ctx = ctx.clone();
@@ -445,12 +510,7 @@ async fn decide<R: CustomResource, C: Continuation>(
         joined = &mut task => joined,
         _ = tokio::time::sleep_until(ctx.handler_deadline) => {
             task.abort();
-            return Some(Answer::failed(
-                fallback_id,
-                "the operation did not finish before the Lambda timeout and was stopped so that \
-                 CloudFormation gets an answer now; raise the function's Timeout (or reduce the \
-                 work, e.g. fewer accounts or regions per resource) and retry",
-            ));
+            return Some(out_of_time());
         }
     };
     let result = match joined {
@@ -485,10 +545,14 @@ async fn decide<R: CustomResource, C: Continuation>(
             }
             Some(Answer::succeeded(physical_resource_id, output))
         }
+        Ok(Outcome::Continue(_)) if ctx.remaining().is_zero() && service_timeout_binds => {
+            Some(out_of_time())
+        }
         Ok(Outcome::Continue(state)) => {
             let mut next = event;
             if let Some(map) = next.as_object_mut() {
                 map.insert(CONTINUATION_KEY.to_string(), state);
+                map.insert(CHAIN_STARTED_KEY.to_string(), chain_started_ms.into());
             }
             match continuation.continue_with(ctx, next).await {
                 Ok(()) => None,
@@ -498,14 +562,27 @@ async fn decide<R: CustomResource, C: Continuation>(
                 )),
             }
         }
-        Err(err) => match err.downcast_ref::<crate::FailedWithPhysicalId>() {
-            Some(failed) => Some(Answer::failed(
-                failed.physical_resource_id.clone(),
-                failed.reason.clone(),
-            )),
-            None => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
-        },
+        Err(err) => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The resource's `ServiceTimeout` (seconds; CloudFormation passes it among the properties,
+/// as a string), within CloudFormation's 1-3600; 3600 when absent or unreadable.
+fn service_timeout_secs(event: &Value) -> u64 {
+    let given = &event["ResourceProperties"]["ServiceTimeout"];
+    given
+        .as_u64()
+        .or_else(|| given.as_str()?.trim().parse().ok())
+        .map_or(SERVICE_TIMEOUT_MAX_SECS, |s: u64| {
+            s.clamp(1, SERVICE_TIMEOUT_MAX_SECS)
+        })
 }
 
 /// `<stack name>-<logical id>-<request id prefix>`: unique per Create, readable in the console.

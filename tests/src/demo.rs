@@ -20,6 +20,8 @@ pub enum Behaviour {
     Hang,
     LongReason,
     BigData,
+    /// Never finishes: hands on to a new invocation every time.
+    KeepContinuing,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,14 @@ impl Demo {
                 Ok(Output::keep().into())
             }
             Behaviour::LongReason => Err("x".repeat(p.size.unwrap_or(20_000)).into()),
+            Behaviour::KeepContinuing => {
+                let step = req
+                    .continuation
+                    .as_ref()
+                    .and_then(|c| c["Step"].as_u64())
+                    .unwrap_or(0);
+                Ok(Outcome::Continue(serde_json::json!({ "Step": step + 1 })))
+            }
             Behaviour::BigData => {
                 let mut out = Output::new("demo-big");
                 for i in 0..p.size.unwrap_or(100) {
@@ -98,5 +108,13 @@ impl CustomResource for Demo {
     }
     async fn delete(&self, _: &Context, req: &Request<DemoProps>) -> HandlerResult<Outcome> {
         self.act(req).await
+    }
+    /// A named demo knows its ID before it starts, as a resource that makes things step by
+    /// step does: its failed Create answers with it.
+    fn create_physical_id(&self, req: &Request<DemoProps>) -> Option<String> {
+        req.properties
+            .name
+            .as_ref()
+            .map(|name| format!("demo-{name}"))
     }
 }

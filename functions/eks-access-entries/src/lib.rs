@@ -494,27 +494,22 @@ impl<F: Fleet> EksAccessEntries<F> {
                 Ok(Outcome::Continue(serde_json::to_value(progress)?))
             }
             RunResult::Finished(progress) => {
-                let physical_id = format!("eks-access-entries:{}", progress.owner_logical);
-                let mut output = match Self::finish(&progress) {
-                    Ok(output) => output,
-                    // Entries may exist by now: the rollback's Delete must come to us.
-                    Err(e) if req.kind == RequestKind::Create => {
-                        return Err(custom_resource::FailedWithPhysicalId {
-                            physical_resource_id: physical_id,
-                            reason: e.to_string(),
-                        }
-                        .into())
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                // A failed Create answers with the same physical ID (`create_physical_id`).
+                let mut output = Self::finish(&progress)?;
                 output.physical_resource_id = match req.kind {
-                    RequestKind::Create => Some(physical_id),
+                    RequestKind::Create => Some(physical_id(&progress.owner_logical)),
                     _ => None,
                 };
                 Ok(output.into())
             }
         }
     }
+}
+
+/// The physical ID of this stack's access entries resource: the rollback's Delete of a failed
+/// Create carries it too, and removes whatever the Create made.
+fn physical_id(logical_resource_id: &str) -> String {
+    format!("eks-access-entries:{logical_resource_id}")
 }
 
 fn action_of(items: &[(Action, String, String)], index: usize) -> Action {
@@ -636,6 +631,12 @@ impl<F: Fleet> CustomResource for EksAccessEntries<F> {
 
     async fn delete(&self, ctx: &Context, req: &Request<EksProps>) -> HandlerResult<Outcome> {
         self.operate(ctx, req).await
+    }
+
+    /// Entries may exist before a Create fails (an earlier invocation of its chain, a timeout
+    /// mid-way): its rollback's Delete must reach this function.
+    fn create_physical_id(&self, req: &Request<EksProps>) -> Option<String> {
+        Some(physical_id(&req.logical_resource_id))
     }
 }
 

@@ -315,3 +315,81 @@ async fn a_duplicate_delivery_gets_the_same_answer_without_running_the_handler_a
     assert_eq!(sent[0].body, sent[1].body, "with the same answer");
     assert_eq!(demo.calls(), 1, "the handler ran once");
 }
+
+/// A continuation chain answers within the resource's ServiceTimeout: once CloudFormation has
+/// stopped waiting (and may be rolling back), the next invocation does no more work and
+/// answers FAILED saying which limit was reached.
+#[tokio::test]
+async fn a_continuation_chain_past_its_service_timeout_stops_and_says_so() {
+    use custom_resource::{CHAIN_STARTED_KEY, CONTINUATION_KEY};
+    let rx = Receiver::start().await;
+    let demo = Demo::default();
+    let captured = bench::invoke::Captured::default();
+    let invoker =
+        Invoker::with_config(demo.clone(), captured.clone(), bench::invoke::test_config());
+    let event = Event::create(TYPE, &rx.url("chain"))
+        .property("Behaviour", "keep-continuing")
+        .property("Name", "chained")
+        .property("ServiceTimeout", "30");
+    invoker.invoke(event).await.unwrap();
+    let mut next = captured.take().expect("the first invocation continued");
+    let started = next[CHAIN_STARTED_KEY].as_u64().expect("the chain's start");
+    assert_eq!(next[CONTINUATION_KEY]["Step"], 1);
+
+    // The second link keeps the chain's start: the budget is the chain's, not each link's.
+    invoker.invoke(next).await.unwrap();
+    next = captured.take().expect("the second invocation continued");
+    assert_eq!(next[CHAIN_STARTED_KEY], started);
+    assert!(
+        rx.accepted().is_empty(),
+        "nothing answered while within budget"
+    );
+
+    // 31 s later (the chain began 31 s ago), ServiceTimeout 30 s has passed.
+    next[CHAIN_STARTED_KEY] = (started - 31_000).into();
+    let calls = demo.calls();
+    invoker.invoke(next).await.unwrap();
+    assert_eq!(
+        demo.calls(),
+        calls,
+        "no more work once CloudFormation stopped waiting"
+    );
+    assert!(captured.take().is_none(), "no further continuation");
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.contains("ServiceTimeout (30 s)"), "{reason}");
+    // Work was done by earlier links: the rollback's Delete must reach the handler.
+    assert_eq!(body["PhysicalResourceId"], "demo-chained");
+}
+
+/// A Create that knows its physical ID up front answers a failure (here the Lambda timeout)
+/// with it, not with the failed-Create marker, so the rollback's Delete cleans up.
+#[tokio::test]
+async fn a_failed_create_that_made_things_answers_with_its_physical_id() {
+    let rx = Receiver::start().await;
+    let mut invoker = Invoker::with(
+        Demo::default(),
+        RuntimeConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..bench::invoke::test_config()
+        },
+    );
+    invoker.lambda_timeout = Duration::from_secs(1);
+    for (behaviour, url) in [
+        ("hang", "timed-out"),
+        ("panic", "panicked"),
+        ("fail", "failed"),
+    ] {
+        let event = Event::create(TYPE, &rx.url(url))
+            .property("Behaviour", behaviour)
+            .property("Name", "made");
+        invoker.invoke(event).await.unwrap();
+    }
+    for sent in rx.accepted() {
+        let body = sent.json();
+        assert_eq!(body["Status"], "FAILED", "{body}");
+        assert_eq!(body["PhysicalResourceId"], "demo-made", "{body}");
+    }
+    assert_eq!(rx.accepted().len(), 3);
+}
