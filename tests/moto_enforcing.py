@@ -18,6 +18,11 @@ would trip over:
   (arn:aws:iam::A:role/R) is named, and an account principal (arn:aws:iam::A:root) hands the
   decision to that account's own policies; a service principal ({"Service": ...}) makes moto
   fail with a TypeError. Here the trust check follows AWS in these three cases.
+* AWS Organizations gives each new account's OrganizationAccountAccessRole the
+  AdministratorAccess policy; moto creates the role with no policy, so nothing could act in a
+  member account. Here the role gets the same grant, inline.
+* moto's /moto-api/data.json (which the fakes read to learn a caller's role and policies)
+  keeps listing a role after it is deleted; here a deleted role leaves that list.
 * moto answers every denial in XML, which an SDK cannot read for a JSON-protocol service
   (Organizations, SSM); AWS answers those in JSON with the type AccessDeniedException.
 
@@ -28,7 +33,9 @@ import json
 import sys
 
 from moto.core.exceptions import JsonRESTError
-from moto.iam import access_control
+from moto.iam import access_control, iam_backends
+from moto.iam.models import IAMBackend, Role
+from moto.organizations.models import FakeAccount
 from moto.server import main
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -91,6 +98,30 @@ def _deny_in_the_protocol_of_the_call(self):
     _raise_access_denied(self)
 
 
+_account_init = FakeAccount.__init__
+
+
+def _account_with_an_administrator_role(self, organization, **kwargs):
+    _account_init(self, organization, **kwargs)
+    role = kwargs.get("RoleName", "OrganizationAccountAccessRole")
+    everything = {"Version": "2012-10-17",
+                  "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam_backends[self.id]["global"].put_role_policy(
+        role, "AdministratorAccess", json.dumps(everything))
+
+
+FakeAccount.__init__ = _account_with_an_administrator_role
+
+_delete_role = IAMBackend.delete_role
+
+
+def _delete_role_and_forget_it(self, role_name):
+    role = self.get_role(role_name)
+    _delete_role(self, role_name)
+    Role.instances_tracked = [r for r in Role.instances_tracked if r is not role]
+
+
+IAMBackend.delete_role = _delete_role_and_forget_it
 access_control.IAMRequest._raise_access_denied = _deny_in_the_protocol_of_the_call
 access_control.IAMRequestBase.check_signature = lambda self: None
 access_control.IAMPolicyStatement._check_element_matches = _check_element_matches

@@ -14,6 +14,7 @@ use crate::lambda::{Function, Outcome};
 use crate::moto::Moto;
 use crate::org::{seed_organization, SeededOrg};
 use crate::receiver::{Receiver, FAKE_SIGNATURE};
+use crate::template::{substitute, Rendering};
 use eks_access_entries::eks::STACK_TAG;
 use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
@@ -282,6 +283,8 @@ struct LocalCloud<'w> {
     counter: AtomicUsize,
     /// The functions that exist now, by ARN.
     functions: RefCell<BTreeMap<String, Arc<Function>>>,
+    /// The roles each StackSet made in the member accounts: (account, role name).
+    stack_set_roles: RefCell<BTreeMap<String, Vec<(String, String)>>>,
 }
 
 impl<'w> LocalCloud<'w> {
@@ -294,6 +297,7 @@ impl<'w> LocalCloud<'w> {
             fired: Arc::new(AtomicUsize::new(0)),
             counter: AtomicUsize::new(0),
             functions: RefCell::new(BTreeMap::new()),
+            stack_set_roles: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -333,118 +337,18 @@ impl<'w> LocalCloud<'w> {
             .await
     }
 
+    /// IAM in the management account, as the kit's administrator.
     fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.world.moto.sdk_config())
     }
 
-    /// The role in moto, as CloudFormation creates it: trust, inline policies. AWS managed
-    /// policies are not attached (moto does not hold them; nothing the functions call relies
-    /// on them). moto cannot act as the Lambda service, so a role Lambda assumes trusts the
-    /// kit's administrator instead, who assumes it on Lambda's behalf.
-    async fn put_role(&self, name: &str, props: &Value, create: bool) -> Result<(), String> {
-        let iam = self.iam();
-        let mut trust = props["AssumeRolePolicyDocument"].clone();
-        if trust.to_string().contains("lambda.amazonaws.com") {
-            let admin = format!(
-                "arn:aws:iam::{}:user/{}",
-                crate::moto::DEFAULT_ACCOUNT,
-                crate::moto::ADMIN_USER
-            );
-            trust = json!({"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Principal": {"AWS": admin}, "Action": "sts:AssumeRole"}]});
-        }
-        if create {
-            iam.create_role()
-                .role_name(name)
-                .assume_role_policy_document(trust.to_string())
-                .send()
-                .await
-                .map_err(|e| format!("CreateRole {name}: {:?}", e.into_service_error()))?;
-        }
-        let wanted: BTreeMap<String, String> = props["Policies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                Some((
-                    p["PolicyName"].as_str()?.to_string(),
-                    p["PolicyDocument"].to_string(),
-                ))
-            })
-            .collect();
-        let existing = iam
-            .list_role_policies()
-            .role_name(name)
-            .send()
-            .await
-            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
-            .policy_names;
-        for gone in existing.iter().filter(|p| !wanted.contains_key(*p)) {
-            self.delete_role_policy(name, gone).await?;
-        }
-        for (policy, document) in wanted {
-            self.put_role_policy(name, &policy, &document).await?;
-        }
-        Ok(())
-    }
-
-    async fn put_role_policy(
-        &self,
-        role: &str,
-        policy: &str,
-        document: &str,
-    ) -> Result<(), String> {
-        self.iam()
-            .put_role_policy()
-            .role_name(role)
-            .policy_name(policy)
-            .policy_document(document)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "PutRolePolicy {role}/{policy}: {:?}",
-                    e.into_service_error()
-                )
-            })
-    }
-
-    async fn delete_role_policy(&self, role: &str, policy: &str) -> Result<(), String> {
-        self.iam()
-            .delete_role_policy()
-            .role_name(role)
-            .policy_name(policy)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "DeleteRolePolicy {role}/{policy}: {:?}",
-                    e.into_service_error()
-                )
-            })
-    }
-
-    async fn delete_role(&self, name: &str) -> Result<(), String> {
-        let policies = self
-            .iam()
-            .list_role_policies()
-            .role_name(name)
-            .send()
-            .await
-            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
-            .policy_names;
-        for policy in policies {
-            self.delete_role_policy(name, &policy).await?;
-        }
-        self.iam()
-            .delete_role()
-            .role_name(name)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("DeleteRole {name}: {:?}", e.into_service_error()))
+    /// IAM in a member account, through its OrganizationAccountAccessRole (how CloudFormation's
+    /// StackSets execution role acts there).
+    async fn member_iam(&self, account: &str) -> aws_sdk_iam::Client {
+        let admin = self.world.moto.sdk_config();
+        aws_sdk_iam::Client::new(
+            &crate::org::assume_member(&self.world.moto, &admin, account).await,
+        )
     }
 
     /// The roles an `AWS::IAM::Policy` is attached to (their names: `Ref` of a role).
@@ -550,6 +454,9 @@ impl<'w> LocalCloud<'w> {
         })
     }
 
+    /// The StackSet, as CloudFormation runs it: its template body, rendered with its
+    /// parameters in each account of the target OUs (never the management account, where
+    /// service-managed StackSets do not deploy), the roles and policies created there.
     async fn stack_set(&self, props: &Value) -> Result<Complete, Failure> {
         let fail = |reason: String| Failure {
             physical_id: None,
@@ -558,6 +465,7 @@ impl<'w> LocalCloud<'w> {
         let name = props["StackSetName"]
             .as_str()
             .unwrap_or("apono-member-roles");
+        let physical_id = format!("{name}:local");
         let parameters: Vec<(String, String)> = props["Parameters"]
             .as_array()
             .into_iter()
@@ -573,26 +481,119 @@ impl<'w> LocalCloud<'w> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut targets: Vec<String> = props["StackInstancesGroup"][0]["DeploymentTargets"]
+        let targets: Vec<String> = props["StackInstancesGroup"][0]["DeploymentTargets"]
             ["OrganizationalUnitIds"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        if targets == [self.world.org.root_id.clone()] && !self.world.org.ou_ids.is_empty() {
-            // moto deviation: given the root it also deploys to the management account, which
-            // CloudFormation never does; its OUs reach the same member accounts.
-            targets = self.world.org.ou_ids.clone();
+        let body =
+            tempfile_with(props["TemplateBody"].as_str().unwrap_or_default()).map_err(fail)?;
+        let template = crate::template::template_json_at(body.path());
+        let mut made = Vec::new();
+        let mut outcome = Ok(());
+        for account in self.accounts_under(&targets).await.map_err(fail)? {
+            let iam = self.member_iam(&account).await;
+            let mut r = Rendering::in_account(&template, &parameters, &account);
+            outcome = deploy_member_stack(&iam, &template, &mut r, &account, &mut made).await;
+            if outcome.is_err() {
+                break;
+            }
         }
-        let cfn = aws_sdk_cloudformation::Client::new(&self.world.moto.sdk_config());
-        crate::org::deploy_member_stack_set(&cfn, name, &parameters, &targets)
-            .await
-            .map_err(fail)?;
+        // Whatever was made is the StackSet's, for its Delete (and a failed Create's rollback).
+        self.stack_set_roles
+            .borrow_mut()
+            .insert(physical_id.clone(), made);
+        outcome.map_err(|reason| Failure {
+            physical_id: Some(physical_id.clone()),
+            reason,
+        })?;
         Ok(Complete {
-            physical_id: format!("{name}:local"),
-            attributes: BTreeMap::from([("StackSetId".to_string(), format!("{name}:local"))]),
+            physical_id: physical_id.clone(),
+            attributes: BTreeMap::from([("StackSetId".to_string(), physical_id)]),
         })
+    }
+
+    /// The accounts in the target OUs and every OU below them, the management account left out.
+    async fn accounts_under(&self, targets: &[String]) -> Result<Vec<String>, String> {
+        let orgs = aws_sdk_organizations::Client::new(&self.world.moto.sdk_config());
+        let mut accounts = Vec::new();
+        let mut parents: Vec<String> = targets.to_vec();
+        while let Some(parent) = parents.pop() {
+            let listed = orgs
+                .list_accounts_for_parent()
+                .parent_id(&parent)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "ListAccountsForParent {parent}: {:?}",
+                        e.into_service_error()
+                    )
+                })?;
+            accounts.extend(listed.accounts().iter().filter_map(|a| a.id.clone()));
+            let children = orgs
+                .list_organizational_units_for_parent()
+                .parent_id(&parent)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "ListOrganizationalUnitsForParent {parent}: {:?}",
+                        e.into_service_error()
+                    )
+                })?;
+            parents.extend(
+                children
+                    .organizational_units()
+                    .iter()
+                    .filter_map(|ou| ou.id.clone()),
+            );
+        }
+        accounts.retain(|a| *a != self.world.org.management_account_id);
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
+    }
+
+    /// Roles in the member accounts other than the one AWS Organizations made.
+    async fn member_roles(&self) -> Vec<String> {
+        let mut roles = Vec::new();
+        for account in &self.world.org.member_account_ids {
+            let listed = self
+                .member_iam(account)
+                .await
+                .list_roles()
+                .send()
+                .await
+                .map(|r| r.roles)
+                .unwrap_or_default();
+            roles.extend(
+                listed
+                    .into_iter()
+                    .map(|r| r.role_name)
+                    .filter(|name| name != "OrganizationAccountAccessRole")
+                    .map(|name| format!("{account}/{name}")),
+            );
+        }
+        roles
+    }
+
+    /// Deletes what the StackSet made in every member account, as CloudFormation does when
+    /// the resource is deleted.
+    async fn delete_stack_set(&self, physical_id: &str) -> Result<(), String> {
+        let made = self
+            .stack_set_roles
+            .borrow_mut()
+            .remove(physical_id)
+            .unwrap_or_default();
+        for (account, role) in made {
+            delete_role(&self.member_iam(&account).await, &role)
+                .await
+                .map_err(|e| format!("{e} in {account}"))?;
+        }
+        Ok(())
     }
 
     fn start_schedule(&self, rule: &str, props: &Value) {
@@ -615,6 +616,123 @@ impl<'w> LocalCloud<'w> {
         });
         self.schedules.borrow_mut().insert(rule.to_string(), task);
     }
+}
+
+/// The role in moto, as CloudFormation creates or updates it: trust, inline policies. AWS
+/// managed policies are not attached (moto does not hold them; nothing the functions call
+/// relies on them). moto cannot act as the Lambda service, so a role Lambda assumes trusts the
+/// kit's administrator instead, who assumes it on Lambda's behalf.
+async fn put_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    props: &Value,
+    create: bool,
+) -> Result<(), String> {
+    let mut trust = props["AssumeRolePolicyDocument"].clone();
+    if trust.to_string().contains("lambda.amazonaws.com") {
+        let admin = format!(
+            "arn:aws:iam::{}:user/{}",
+            crate::moto::DEFAULT_ACCOUNT,
+            crate::moto::ADMIN_USER
+        );
+        trust = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": admin}, "Action": "sts:AssumeRole"}]});
+    }
+    if create {
+        iam.create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("CreateRole {name}: {:?}", e.into_service_error()))?;
+    }
+    let wanted: BTreeMap<String, String> = props["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["PolicyName"].as_str()?.to_string(),
+                p["PolicyDocument"].to_string(),
+            ))
+        })
+        .collect();
+    if !create {
+        let existing = iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+            .policy_names;
+        for gone in existing.iter().filter(|p| !wanted.contains_key(*p)) {
+            delete_role_policy(iam, name, gone).await?;
+        }
+    }
+    for (policy, document) in wanted {
+        put_role_policy(iam, name, &policy, &document).await?;
+    }
+    Ok(())
+}
+
+async fn put_role_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy: &str,
+    document: &str,
+) -> Result<(), String> {
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .policy_document(document)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "PutRolePolicy {role}/{policy}: {:?}",
+                e.into_service_error()
+            )
+        })
+}
+
+async fn delete_role_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy: &str,
+) -> Result<(), String> {
+    iam.delete_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "DeleteRolePolicy {role}/{policy}: {:?}",
+                e.into_service_error()
+            )
+        })
+}
+
+/// Deletes a role and its inline policies.
+async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<(), String> {
+    let policies = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+        .policy_names;
+    for policy in policies {
+        delete_role_policy(iam, name, &policy).await?;
+    }
+    iam.delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("DeleteRole {name}: {:?}", e.into_service_error()))
 }
 
 impl Provider for LocalCloud<'_> {
@@ -663,7 +781,7 @@ impl Provider for LocalCloud<'_> {
                 "AWS::IAM::Role" => {
                     self.pause(60).await;
                     let name = self.name(logical_id, &props["RoleName"]);
-                    self.put_role(&name, &props, true)
+                    put_role(&self.iam(), &name, &props, true)
                         .await
                         .map_err(|reason| Failure {
                             physical_id: None,
@@ -681,7 +799,7 @@ impl Provider for LocalCloud<'_> {
                         .to_string();
                     for role in Self::policy_roles(&props) {
                         let document = props["PolicyDocument"].to_string();
-                        self.put_role_policy(&role, &name, &document)
+                        put_role_policy(&self.iam(), &role, &name, &document)
                             .await
                             .map_err(|reason| Failure {
                                 physical_id: None,
@@ -758,9 +876,30 @@ impl Provider for LocalCloud<'_> {
                         .old_properties(self.custom_properties(t, old));
                     Self::answer(self.custom(logical_id, event).await)
                 }
+                "AWS::CloudFormation::StackSet" => {
+                    // moto's UpdateStackSet does not redeploy its instances: the member stacks
+                    // are deployed anew with the new parameters, as CloudFormation's update
+                    // of every instance would leave them.
+                    self.pause(100).await;
+                    if props != old {
+                        let failed = |reason| Failure {
+                            physical_id: Some(physical_id.to_string()),
+                            reason,
+                        };
+                        self.delete_stack_set(physical_id).await.map_err(failed)?;
+                        self.stack_set(&props).await?;
+                    }
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::from([(
+                            "StackSetId".to_string(),
+                            physical_id.to_string(),
+                        )]),
+                    })
+                }
                 "AWS::IAM::Role" => {
                     self.pause(40).await;
-                    self.put_role(physical_id, &props, false)
+                    put_role(&self.iam(), physical_id, &props, false)
                         .await
                         .map_err(|reason| Failure {
                             physical_id: Some(physical_id.to_string()),
@@ -778,11 +917,11 @@ impl Provider for LocalCloud<'_> {
                     self.pause(40).await;
                     for role in Self::policy_roles(&old) {
                         // Detached from a role no longer listed; rewritten on the others.
-                        let _ = self.delete_role_policy(&role, physical_id).await;
+                        let _ = delete_role_policy(&self.iam(), &role, physical_id).await;
                     }
                     for role in Self::policy_roles(&props) {
                         let document = props["PolicyDocument"].to_string();
-                        self.put_role_policy(&role, physical_id, &document)
+                        put_role_policy(&self.iam(), &role, physical_id, &document)
                             .await
                             .map_err(|reason| Failure {
                                 physical_id: Some(physical_id.to_string()),
@@ -857,12 +996,16 @@ impl Provider for LocalCloud<'_> {
                 }
                 "AWS::IAM::Role" => {
                     self.pause(30).await;
-                    self.delete_role(physical_id).await
+                    delete_role(&self.iam(), physical_id).await
+                }
+                "AWS::CloudFormation::StackSet" => {
+                    self.pause(100).await;
+                    self.delete_stack_set(physical_id).await
                 }
                 "AWS::IAM::Policy" => {
                     self.pause(30).await;
                     for role in Self::policy_roles(&props) {
-                        self.delete_role_policy(&role, physical_id).await?;
+                        delete_role_policy(&self.iam(), &role, physical_id).await?;
                     }
                     Ok(())
                 }
@@ -890,6 +1033,86 @@ impl Provider for LocalCloud<'_> {
 /// run always uses [`CONNECTOR_ID`].
 fn props_connector(_template: &Value) -> String {
     CONNECTOR_ID.to_string()
+}
+
+/// One member account's stack: its roles (with their inline policies), then its policy
+/// resources, created in moto in that account. Each role made is recorded in `made`.
+async fn deploy_member_stack(
+    iam: &aws_sdk_iam::Client,
+    template: &Value,
+    r: &mut Rendering,
+    account: &str,
+    made: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    let resources: Vec<(&String, &Value)> = template["Resources"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, resource)| r.included(resource))
+        .collect();
+    let mut roles = BTreeMap::new();
+    for (logical_id, resource) in &resources {
+        if resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        let props = substitute(&resource["Properties"], r).unwrap_or(Value::Null);
+        let name = props["RoleName"]
+            .as_str()
+            .unwrap_or(logical_id.as_str())
+            .to_string();
+        put_role(iam, &name, &props, true)
+            .await
+            .map_err(|e| format!("{e} in {account}"))?;
+        made.push((account.to_string(), name.clone()));
+        roles.insert(logical_id.to_string(), name);
+    }
+    for (logical_id, name) in &roles {
+        r.attributes
+            .insert((logical_id.clone(), "Ref".into()), name.clone());
+        r.attributes.insert(
+            (logical_id.clone(), "Arn".into()),
+            format!("arn:aws:iam::{account}:role/{name}"),
+        );
+    }
+    for (_, resource) in &resources {
+        if resource["Type"] != "AWS::IAM::Policy" {
+            continue;
+        }
+        let props = substitute(&resource["Properties"], r).unwrap_or(Value::Null);
+        let policy = props["PolicyName"].as_str().unwrap_or_default();
+        for role in LocalCloud::policy_roles(&props) {
+            put_role_policy(iam, &role, policy, &props["PolicyDocument"].to_string())
+                .await
+                .map_err(|e| format!("{e} in {account}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A file holding `text`, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn tempfile_with(text: &str) -> Result<TempFile, String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "local-deploy-{}-{}.yaml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(TempFile(path))
 }
 
 /// One scope x connector mode, as a user would deploy it.
@@ -1163,11 +1386,16 @@ async fn lifecycle(
         status == StackStatus::DeleteComplete,
         status_line(&status),
     );
+    let member_roles = cloud.member_roles().await;
     report.check(
         &format!("{tag}: Delete left nothing of ours, everything else"),
-        left == 0 && integrations == ["team-x-aws"] && w.someone_elses_entry_kept(),
+        left == 0
+            && integrations == ["team-x-aws"]
+            && w.someone_elses_entry_kept()
+            && member_roles.is_empty(),
         format!(
-            "{left} tagged entries, Apono {integrations:?}, {} scheduled runs fired",
+            "{left} tagged entries, {} member roles, Apono {integrations:?}, {} scheduled runs fired",
+            member_roles.len(),
             cloud.fired.load(Ordering::SeqCst)
         ),
     );

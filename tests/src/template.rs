@@ -7,10 +7,15 @@ use std::process::Command;
 
 /// The template decoded by cfn-lint's own decoder (short-form tags expanded).
 pub fn template_json(file: &str) -> Value {
+    template_json_at(&crate::workspace_root().join(file))
+}
+
+/// [`template_json`] of a file anywhere (a StackSet's template body written out).
+pub fn template_json_at(path: &std::path::Path) -> Value {
     let root = crate::workspace_root();
     let out = Command::new(crate::venv_tool("python"))
         .arg(root.join("scripts/template_json.py"))
-        .arg(root.join(file))
+        .arg(path)
         .output()
         .expect("run scripts/template_json.py (scripts/bootstrap.sh creates .venv)");
     assert!(
@@ -27,8 +32,18 @@ pub const SAMPLES: &[(&str, &str)] = &[("AponoConnectorId", "apono-connector-pro
 /// What CloudFormation would pass for each parameter: a sample, its default, else its first
 /// allowed value.
 pub fn parameter_values(template: &Value) -> BTreeMap<String, Value> {
+    parameter_values_given(template, &[])
+}
+
+/// As [`parameter_values`], with the `given` values taking precedence (a parameter with no
+/// default must be given).
+fn parameter_values_given(template: &Value, given: &[(&str, &str)]) -> BTreeMap<String, Value> {
     let mut values = BTreeMap::new();
     for (name, spec) in template["Parameters"].as_object().into_iter().flatten() {
+        if let Some((_, value)) = given.iter().find(|(n, _)| n == name) {
+            values.insert(name.clone(), json!(value));
+            continue;
+        }
         let sample = SAMPLES
             .iter()
             .find(|(n, _)| n == name)
@@ -65,7 +80,12 @@ const PSEUDO_PARAMETERS: &[&str] = &[
 
 impl Rendering {
     pub fn new(template: &Value, overrides: &[(&str, &str)]) -> Rendering {
-        let mut params = parameter_values(template);
+        Rendering::in_account(template, overrides, "111111111111")
+    }
+
+    /// The rendering in `account_id` (a StackSet's member stack).
+    pub fn in_account(template: &Value, overrides: &[(&str, &str)], account_id: &str) -> Rendering {
+        let mut params = parameter_values_given(template, overrides);
         for (name, value) in overrides {
             params.insert(name.to_string(), json!(value));
         }
@@ -73,7 +93,7 @@ impl Rendering {
             params,
             conditions: BTreeMap::new(),
             attributes: BTreeMap::new(),
-            account_id: "111111111111".into(),
+            account_id: account_id.into(),
         };
         let specs = template["Conditions"]
             .as_object()
