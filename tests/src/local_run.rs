@@ -387,6 +387,14 @@ impl<'w> LocalCloud<'w> {
             .credentials
             .ok_or("AssumeRole returned no credentials")?;
         let mut env = self.world.env.clone();
+        // The template's own settings for the function.
+        env.extend(
+            props["Environment"]["Variables"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
+        );
         env.extend([
             ("AWS_ACCESS_KEY_ID".to_string(), credentials.access_key_id),
             (
@@ -875,6 +883,32 @@ impl Provider for LocalCloud<'_> {
                         .properties(self.custom_properties(t, props))
                         .old_properties(self.custom_properties(t, old));
                     Self::answer(self.custom(logical_id, event).await)
+                }
+                "AWS::Lambda::Function" => {
+                    // New code or configuration: Lambda's next invocation runs in a new
+                    // execution environment.
+                    self.pause(40).await;
+                    let arn = format!(
+                        "arn:aws:lambda:us-east-1:{}:function:{physical_id}",
+                        self.account()
+                    );
+                    if props != old {
+                        let binary = self.template["Resources"][logical_id]["Metadata"]
+                            ["BuildProperties"]["Binary"]
+                            .as_str()
+                            .unwrap_or_default();
+                        self.functions.borrow_mut().remove(&arn);
+                        self.start_function(&arn, physical_id, binary, &props)
+                            .await
+                            .map_err(|reason| Failure {
+                                physical_id: Some(physical_id.to_string()),
+                                reason,
+                            })?;
+                    }
+                    Ok(Complete {
+                        physical_id: physical_id.to_string(),
+                        attributes: BTreeMap::from([("Arn".to_string(), arn)]),
+                    })
                 }
                 "AWS::CloudFormation::StackSet" => {
                     // moto's UpdateStackSet does not redeploy its instances: the member stacks

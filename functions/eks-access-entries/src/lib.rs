@@ -155,6 +155,31 @@ pub struct Target {
 }
 
 impl Target {
+    /// Every field within what a plan can produce: account IDs, region names, a role name,
+    /// and at most 10,000 accounts x 40 regions.
+    fn validate(&self) -> Result<(), String> {
+        if self.accounts.len() > 10_000 || self.regions.len() > 40 {
+            return Err("more accounts or regions than an organization has".into());
+        }
+        for account in &self.accounts {
+            ids::account_id(account)?;
+        }
+        for region in &self.regions {
+            ids::region(region)?;
+        }
+        let role = &self.member_role;
+        if role.is_empty()
+            || role.len() > 64
+            || !role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+        {
+            return Err(format!("{role:?} is not an IAM role name"));
+        }
+        ids::iam_role_arn(&self.grant.principal_arn)?;
+        Ok(())
+    }
+
     fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.accounts
             .iter()
@@ -291,6 +316,48 @@ pub enum EksError {
         unreachable: usize,
         reasons: String,
     },
+    #[error("refused: this function grants only {allowed}, as its stack configured it (the function's EKS_GRANT_* settings); the request asked for {asked}. Change the grant in the stack, not in the event")]
+    GrantRefused { allowed: String, asked: String },
+    #[error("refused: invalid continuation state: {0}")]
+    InvalidState(String),
+}
+
+impl Grant {
+    fn describe(&self) -> String {
+        match self.namespaces.is_empty() {
+            true => format!(
+                "{} with {} on the whole cluster",
+                self.principal_arn, self.policy_arn
+            ),
+            false => format!(
+                "{} with {} in namespaces {}",
+                self.principal_arn,
+                self.policy_arn,
+                self.namespaces.join(",")
+            ),
+        }
+    }
+
+    /// The grant the stack configured in the function's environment: `EKS_GRANT_PRINCIPAL_ARN`,
+    /// `EKS_GRANT_POLICY_ARN` (default cluster admin) and `EKS_GRANT_NAMESPACES` (comma
+    /// separated; empty: the whole cluster). Without a principal nothing may be granted.
+    pub fn from_env() -> Grant {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let policy = var("EKS_GRANT_POLICY_ARN");
+        Grant {
+            principal_arn: var("EKS_GRANT_PRINCIPAL_ARN"),
+            policy_arn: match policy.is_empty() {
+                true => CLUSTER_ADMIN_POLICY.to_string(),
+                false => policy,
+            },
+            namespaces: var("EKS_GRANT_NAMESPACES")
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
 }
 
 /// One AssumeRole per account per run, shared by that account's regions.
@@ -304,13 +371,62 @@ pub enum RunResult {
 
 pub struct EksAccessEntries<F> {
     pub fleet: Arc<F>,
+    /// The only grant this function makes (the stack's, from the function's configuration).
+    /// `None` only in tests of the fan-out itself: the function binary always sets it.
+    pub allowed: Option<Grant>,
+    /// The stack whose scheduled runs this function serves (`EKS_OWNER_STACK_ID`).
+    pub owner_stack: Option<String>,
 }
 
 impl<F: Fleet> EksAccessEntries<F> {
     pub fn new(fleet: F) -> Self {
         EksAccessEntries {
             fleet: Arc::new(fleet),
+            allowed: None,
+            owner_stack: None,
         }
+    }
+
+    /// Grants only `grant`, whatever an event asks for.
+    pub fn allowing(mut self, grant: Grant) -> Self {
+        self.allowed = Some(grant);
+        self
+    }
+
+    /// Refuses progress that would grant anything but the allowed grant, or that does not
+    /// hold together (a forged or corrupted continuation).
+    fn check(&self, progress: &Progress, owner: &Owner) -> Result<(), EksError> {
+        if progress.owner_stack != owner.stack_id || progress.owner_logical != owner.logical_id {
+            return Err(EksError::InvalidState(format!(
+                "it belongs to {}/{}, not to this resource",
+                progress.owner_stack, progress.owner_logical
+            )));
+        }
+        for target in progress.new.iter().chain(progress.old.iter()) {
+            target.validate().map_err(EksError::InvalidState)?;
+        }
+        let items = progress.items().len();
+        if progress.done.len() > items.div_ceil(4)
+            || !progress.done.chars().all(|c| c.is_ascii_hexdigit())
+            || progress.max_concurrency == 0
+            || progress.max_concurrency > 256
+        {
+            return Err(EksError::InvalidState(
+                "progress does not match its work items".into(),
+            ));
+        }
+        if let (Some(allowed), Some(new)) = (&self.allowed, &progress.new) {
+            if new.grant != *allowed || allowed.principal_arn.is_empty() {
+                return Err(EksError::GrantRefused {
+                    allowed: match allowed.principal_arn.is_empty() {
+                        true => "nothing (no EKS_GRANT_PRINCIPAL_ARN is set)".into(),
+                        false => allowed.describe(),
+                    },
+                    asked: new.grant.describe(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Resolves defaults (all accounts, enabled EKS regions) into a concrete target.
@@ -470,13 +586,14 @@ impl<F: Fleet> EksAccessEntries<F> {
     }
 
     async fn operate(&self, ctx: &Context, req: &Request<EksProps>) -> HandlerResult<Outcome> {
+        let owner = Owner {
+            stack_id: req.stack_id.clone(),
+            logical_id: req.logical_resource_id.clone(),
+        };
         let progress = match &req.continuation {
-            Some(state) => serde_json::from_value(state.clone())?,
+            Some(state) => serde_json::from_value(state.clone())
+                .map_err(|e| EksError::InvalidState(e.to_string()))?,
             None => {
-                let owner = Owner {
-                    stack_id: req.stack_id.clone(),
-                    logical_id: req.logical_resource_id.clone(),
-                };
                 let (new, old) = match req.kind {
                     RequestKind::Create => (Some(&req.properties), None),
                     RequestKind::Update => (Some(&req.properties), req.old_properties.as_ref()),
@@ -485,6 +602,7 @@ impl<F: Fleet> EksAccessEntries<F> {
                 self.plan(new, old, &owner).await?
             }
         };
+        self.check(&progress, &owner)?;
         match self.run(ctx, progress).await {
             RunResult::Unfinished(progress) => {
                 tracing::info!(
@@ -666,6 +784,20 @@ impl<F: Fleet> EksAccessEntries<F> {
         ctx: &Context,
         input: &ScheduledInput,
     ) -> Result<Option<Progress>, ScheduledError> {
+        if self
+            .owner_stack
+            .as_ref()
+            .is_some_and(|stack| *stack != input.stack_id)
+        {
+            return Err(ScheduledError(format!(
+                "refused: this function reconciles only its own stack's entries, not those of {}",
+                input.stack_id
+            )));
+        }
+        let owner = Owner {
+            stack_id: input.stack_id.clone(),
+            logical_id: input.logical_resource_id.clone(),
+        };
         let progress = match &input.continuation {
             Some(state) => {
                 serde_json::from_value(state.clone()).map_err(|e| ScheduledError(e.to_string()))?
@@ -673,15 +805,13 @@ impl<F: Fleet> EksAccessEntries<F> {
             None => {
                 let props: EksProps = custom_resource::props::parse(input.properties.clone(), &[])
                     .map_err(|e| ScheduledError(e.to_string()))?;
-                let owner = Owner {
-                    stack_id: input.stack_id.clone(),
-                    logical_id: input.logical_resource_id.clone(),
-                };
                 self.plan(Some(&props), None, &owner)
                     .await
                     .map_err(|e| ScheduledError(e.to_string()))?
             }
         };
+        self.check(&progress, &owner)
+            .map_err(|e| ScheduledError(e.to_string()))?;
         match self.run(ctx, progress).await {
             RunResult::Unfinished(p) => Ok(Some(p)),
             RunResult::Finished(p) => {

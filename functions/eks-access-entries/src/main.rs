@@ -1,5 +1,6 @@
 use custom_resource::{Context, Runtime, RuntimeConfig};
 use eks_access_entries::continuation::SelfInvoke;
+use eks_access_entries::eks::Grant;
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::{
     stack_status, EksAccessEntries, ScheduledInput, SCHEDULED_CONTINUATION_KEY, SCHEDULED_KEY,
@@ -21,16 +22,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cfn = Arc::new(aws_sdk_cloudformation::Client::new(&config));
     let runtime_config = RuntimeConfig::from_env();
     let margin = runtime_config.deadline_margin;
+    // The grant and the stack are the function's own configuration, set by the template:
+    // whoever can invoke the function cannot ask for another principal, policy or stack.
+    let resource = || EksAccessEntries {
+        fleet: fleet.clone(),
+        allowed: Some(Grant::from_env()),
+        owner_stack: std::env::var("EKS_OWNER_STACK_ID").ok(),
+    };
     let runtime = Arc::new(Runtime::new(
-        EksAccessEntries {
-            fleet: fleet.clone(),
-        },
+        resource(),
         SelfInvoke {
             lambda: lambda.clone(),
         },
         runtime_config,
     ));
-    let scheduled = Arc::new(EksAccessEntries { fleet });
+    let scheduled = Arc::new(resource());
     let self_invoke = Arc::new(SelfInvoke { lambda });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (runtime, scheduled, self_invoke, cfn) = (

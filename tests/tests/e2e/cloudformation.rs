@@ -291,3 +291,119 @@ fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
         "the execution role may decrypt with the key outside Secrets Manager"
     );
 }
+
+/// The EKS function's role, and the role it assumes in each member account, may create
+/// entries only for the stack's connector role and associate only the cluster admin access
+/// policy with it: whoever holds either role (the function, or anyone able to invoke it)
+/// cannot grant a cluster to another principal. Removal stays open, for an Update that
+/// replaces the connector role.
+#[test]
+fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
+    let t = template();
+    let member = bench::template::template_json("templates/member-account.yaml");
+    let admin_policy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+    let admin_view = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy";
+    let attacker = "arn:aws:iam::111111111111:role/attacker";
+    for mode in ["Deploy", "Existing"] {
+        let mut scenario = vec![("Scope", "Organization"), ("ConnectorMode", mode)];
+        match mode {
+            "Deploy" => scenario.extend_from_slice(DEPLOY_NETWORK),
+            _ => scenario.push(EXISTING_ROLE),
+        }
+        let r = rendering(&scenario);
+        let role = function_role(t, "EksAccessEntriesFunction").unwrap();
+        let function_policies: Vec<Value> = bench::template::substitute(
+            &t["Resources"][role.as_str()]["Properties"]["Policies"],
+            &r,
+        )
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+        let connector = bench::template::substitute(
+            &t["Resources"]["EksAccessEntriesFunction"]["Properties"]["Environment"]["Variables"]
+                ["EKS_GRANT_PRINCIPAL_ARN"],
+            &r,
+        )
+        .unwrap();
+        let connector = connector.as_str().unwrap();
+        let parameters = [
+            ("AponoConnectorId", "apono-connector-prod"),
+            ("ConnectorRoleArn", connector),
+            ("Permissions", "Read-Only (Discovery)"),
+            (
+                "EksManagerRoleArn",
+                "arn:aws:iam::111111111111:role/eks-function",
+            ),
+            ("EksMemberRoleName", "apono-eks-access-apono-connector-prod"),
+        ];
+        let m = bench::template::Rendering::in_account(&member, &parameters, "222222222222");
+        let member_policies: Vec<Value> = bench::template::substitute(
+            &member["Resources"]["EksAccessEntriesRole"]["Properties"]["Policies"],
+            &m,
+        )
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+        for (who, policies, account) in [
+            ("the function's role", &function_policies, "111111111111"),
+            ("the member role", &member_policies, "222222222222"),
+        ] {
+            let cluster = format!("arn:aws:eks:eu-west-1:{account}:cluster/prod");
+            let entry = |principal: &str| {
+                let name = principal.rsplit('/').next().unwrap();
+                format!("arn:aws:eks:eu-west-1:{account}:access-entry/prod/role/111111111111/{name}/1a2b")
+            };
+            let may = |action: &str, resource: &str, keys: &[(&str, &str)]| {
+                bench::iam::allows(policies, action, resource, keys)
+            };
+            let create = |principal| {
+                may(
+                    "eks:CreateAccessEntry",
+                    &cluster,
+                    &[("eks:principalArn", principal)],
+                )
+            };
+            let associate = |principal, policy| {
+                may(
+                    "eks:AssociateAccessPolicy",
+                    &entry(principal),
+                    &[("eks:principalArn", principal), ("eks:policyArn", policy)],
+                )
+            };
+            assert!(
+                create(connector),
+                "{mode}: {who} cannot create the connector's entry"
+            );
+            assert!(
+                associate(connector, admin_policy),
+                "{mode}: {who} cannot associate the cluster admin policy"
+            );
+            assert!(
+                !create(attacker),
+                "{mode}: {who} may create an entry for anyone"
+            );
+            assert!(
+                !associate(attacker, admin_policy),
+                "{mode}: {who} may make anyone cluster admin"
+            );
+            assert!(
+                !associate(connector, admin_view),
+                "{mode}: {who} may associate any access policy"
+            );
+            assert!(
+                may(
+                    "eks:DeleteAccessEntry",
+                    &entry(attacker),
+                    &[("eks:principalArn", attacker)]
+                ),
+                "{mode}: {who} cannot remove an old connector role's entry"
+            );
+        }
+    }
+}

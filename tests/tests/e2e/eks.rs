@@ -73,6 +73,19 @@ impl Bench {
         sent.last().unwrap().json()
     }
 
+    /// Sends a raw event; exactly one answer is expected.
+    async fn send_value<C: custom_resource::Continuation>(
+        &self,
+        invoker: &Invoker<EksAccessEntries<AwsFleet>, C>,
+        event: Value,
+    ) -> Value {
+        let before = self.rx.accepted().len();
+        invoker.invoke(event).await.unwrap();
+        let sent = self.rx.accepted();
+        assert_eq!(sent.len(), before + 1, "exactly one response");
+        sent.last().unwrap().json()
+    }
+
     /// Entries for `principal` that carry our tags.
     fn ours(&self, principal: &str) -> usize {
         self.eks.entries_tagged(principal, STACK_TAG)
@@ -370,4 +383,164 @@ async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_s
         entry.tags[RESOURCE_TAG], "EksAccessEntries",
         "tagged as the stack's, so Delete removes it"
     );
+}
+
+// ---- Attacks: whoever can invoke the function gets nothing the stack did not grant.
+
+fn stack_grant() -> eks_access_entries::eks::Grant {
+    eks_access_entries::eks::Grant {
+        principal_arn: CONNECTOR.into(),
+        policy_arn: CLUSTER_ADMIN_POLICY.into(),
+        namespaces: vec![],
+    }
+}
+
+impl Bench {
+    /// The function as deployed: the stack's grant and stack in its configuration.
+    async fn guarded(&self) -> EksAccessEntries<AwsFleet> {
+        let mut resource = self.resource().await.allowing(stack_grant());
+        resource.owner_stack = Some(bench::events::STACK_ID.into());
+        resource
+    }
+}
+
+#[tokio::test]
+async fn a_direct_invoke_asking_for_another_principal_or_policy_is_refused_and_grants_nothing() {
+    let b = bench().await;
+    let invoker = Invoker::new(b.guarded().await);
+    let admin = "arn:aws:iam::123456789012:role/attacker-admin";
+    let view = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy";
+    let mut asks = vec![props(admin)];
+    let mut other_policy = props(CONNECTOR);
+    other_policy["AccessPolicyArn"] = json!(view);
+    asks.push(other_policy);
+    let mut namespaced = props(CONNECTOR);
+    namespaced["AccessScope"] = json!("namespace");
+    namespaced["Namespaces"] = json!("kube-system");
+    asks.push(namespaced);
+    for (i, ask) in asks.into_iter().enumerate() {
+        let answer = b
+            .send(
+                &invoker,
+                Event::create(TYPE, &b.rx.url(&format!("attack-{i}")))
+                    .logical_id("EksAccessEntries")
+                    .properties(ask),
+            )
+            .await;
+        assert_eq!(answer["Status"], "FAILED", "{answer}");
+        let reason = answer["Reason"].as_str().unwrap();
+        assert!(
+            reason.contains("refused: this function grants only"),
+            "{reason}"
+        );
+    }
+    assert_eq!(b.eks.mutations(), 0, "nothing was written");
+    // The stack's own grant still works.
+    let answer = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("own"))
+                .logical_id("EksAccessEntries")
+                .properties(props(CONNECTOR)),
+        )
+        .await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+}
+
+/// One way of tampering with a continuation event.
+type Tamper = fn(&mut Value);
+
+#[tokio::test]
+async fn a_forged_continuation_cannot_change_the_grant_or_the_owner() {
+    use custom_resource::CONTINUATION_KEY;
+    let b = bench().await;
+    let captured = Captured::default();
+    let invoker = Invoker::with_config(b.guarded().await, captured.clone(), test_config());
+    // The state a continuation of the stack's own Create carries (as `Progress` serializes).
+    let mut genuine = Event::create(TYPE, "")
+        .logical_id("EksAccessEntries")
+        .properties(props(CONNECTOR))
+        .into_value();
+    genuine[CONTINUATION_KEY] = json!({
+        "new": {"accounts": [b.accounts[0]], "regions": ["us-east-1"],
+                "grant": {"principal_arn": CONNECTOR, "policy_arn": CLUSTER_ADMIN_POLICY, "namespaces": []},
+                "member_role": "apono-eks-access-entries", "enable_api_mode": false},
+        "old": null, "done": "", "counts": eks_access_entries::Counts::default(),
+        "owner_stack": bench::events::STACK_ID,
+        "owner_logical": "EksAccessEntries", "fail_on_skipped": false, "max_concurrency": 8
+    });
+    // Untampered, it is accepted and does its work.
+    let mut own = genuine.clone();
+    own["ResponseURL"] = json!(b.rx.url("own-continuation"));
+    let answer = b.send_value(&invoker, own).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert!(captured.take().is_none());
+    let mutations = b.eks.mutations();
+    let tampered: Vec<(&str, Tamper)> = vec![
+        ("another principal", |v: &mut Value| {
+            v[CONTINUATION_KEY]["new"]["grant"]["principal_arn"] =
+                json!("arn:aws:iam::123456789012:role/attacker-admin");
+        }),
+        ("another policy", |v: &mut Value| {
+            v[CONTINUATION_KEY]["new"]["grant"]["policy_arn"] =
+                json!("arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy");
+        }),
+        ("another stack's entries", |v: &mut Value| {
+            v[CONTINUATION_KEY]["owner_stack"] =
+                json!("arn:aws:cloudformation:us-east-1:123456789012:stack/other/1");
+        }),
+        ("a malformed account", |v: &mut Value| {
+            v[CONTINUATION_KEY]["new"]["accounts"] = json!(["../../etc"]);
+        }),
+        ("a bitmap longer than the work", |v: &mut Value| {
+            v[CONTINUATION_KEY]["done"] = json!("f".repeat(10_000));
+        }),
+    ];
+    for (what, tamper) in tampered {
+        let mut forged = genuine.clone();
+        tamper(&mut forged);
+        let name = format!("forged-{}", what.replace(' ', "-"));
+        forged["ResponseURL"] = json!(b.rx.url(&name));
+        forged["RequestId"] = json!(name); // a new delivery, not a repeat of the genuine one
+        let answer = b.send_value(&invoker, forged).await;
+        assert_eq!(answer["Status"], "FAILED", "{what}: {answer}");
+        assert!(
+            answer["Reason"].as_str().unwrap().contains("refused"),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(
+        b.eks.mutations(),
+        mutations,
+        "no forged state wrote anything"
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
+    let b = bench().await;
+    let resource = b.guarded().await;
+    let ctx = Context {
+        handler_deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        invoked_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:eks".into(),
+    };
+    let other_stack = ScheduledInput {
+        stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/other/1".into(),
+        logical_resource_id: "EksAccessEntries".into(),
+        properties: props(CONNECTOR),
+        continuation: None,
+    };
+    let err = resource.scheduled(&ctx, &other_stack).await.unwrap_err();
+    assert!(err.to_string().contains("only its own stack"), "{err}");
+    let other_principal = ScheduledInput {
+        stack_id: bench::events::STACK_ID.into(),
+        properties: props("arn:aws:iam::123456789012:role/attacker-admin"),
+        ..other_stack
+    };
+    let err = resource
+        .scheduled(&ctx, &other_principal)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("grants only"), "{err}");
+    assert_eq!(b.eks.mutations(), 0);
 }
