@@ -202,6 +202,11 @@ impl World {
                 "3".to_string(),
             ),
             ("RUST_LOG".to_string(), "debug".to_string()),
+            // Set by whoever deploys the function: the local fake Apono may get the token.
+            (
+                apono_integration::ALLOWED_HOSTS_ENV.to_string(),
+                "127.0.0.1".to_string(),
+            ),
         ]);
         World {
             moto,

@@ -74,7 +74,9 @@ async fn the_apono_token_never_reaches_logs_reasons_or_data() {
     let apono = FakeApono::start(token).await;
     apono.add_connector("apono-connector-1", "CONNECTED");
     let rx = Receiver::start().await;
-    let invoker = Invoker::new(AponoIntegration::new(SsmTokens { ssm }));
+    let invoker = Invoker::new(
+        AponoIntegration::new(SsmTokens { ssm }).also_allowing(["127.0.0.1".to_string()]),
+    );
     let props = |name: &str| {
         json!({
             "ConnectorId": "apono-connector-1",

@@ -222,11 +222,22 @@ pub enum RegistrationError {
     Vanished(String),
     #[error("physical ID {0:?} was not written by this function; nothing was changed")]
     ForeignPhysicalId(String),
+    #[error("refused: ApiUrl host {0:?} is not Apono's (apono.io), and the API token is sent only to Apono; another host must be named in the function's own configuration ({ALLOWED_HOSTS_ENV}), not in the event")]
+    HostNotAllowed(String),
 }
+
+/// Hosts besides Apono's own the function may send the token to, comma separated: set by
+/// whoever deploys the function (the local deploy names its fake Apono), never by an event.
+pub const ALLOWED_HOSTS_ENV: &str = "APONO_API_ALLOWED_HOSTS";
+
+/// Apono's API domain: the host itself and its subdomains.
+const APONO_DOMAIN: &str = "apono.io";
 
 pub struct AponoIntegration<T> {
     pub tokens: T,
     pub http: reqwest::Client,
+    /// Extra hosts the token may go to (see [`ALLOWED_HOSTS_ENV`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl<T: TokenSource> AponoIntegration<T> {
@@ -234,6 +245,34 @@ impl<T: TokenSource> AponoIntegration<T> {
         AponoIntegration {
             tokens,
             http: apono::http_client(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+
+    /// Also sends the token to these hosts (exact host names, no port).
+    pub fn also_allowing(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_hosts
+            .extend(hosts.into_iter().map(|h| h.trim().to_ascii_lowercase()));
+        self.allowed_hosts.retain(|h| !h.is_empty());
+        self
+    }
+
+    /// The extra hosts of the function's own configuration ([`ALLOWED_HOSTS_ENV`]).
+    pub fn allowed_hosts_from_env() -> Vec<String> {
+        std::env::var(ALLOWED_HOSTS_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Apono's domain, or a host the function's configuration names.
+    fn check_host(&self, url: &Url) -> Result<(), RegistrationError> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let apono = host == APONO_DOMAIN || host.ends_with(&format!(".{APONO_DOMAIN}"));
+        match apono || self.allowed_hosts.contains(&host) {
+            true => Ok(()),
+            false => Err(RegistrationError::HostNotAllowed(host)),
         }
     }
 
@@ -242,8 +281,10 @@ impl<T: TokenSource> AponoIntegration<T> {
         ctx: &Context,
         props: &AponoProps,
     ) -> Result<AponoClient, RegistrationError> {
-        let token = self.tokens.token(&props.api_token_parameter_name).await?;
         let base = props.api_url().expect("validated");
+        // Before the token is even read.
+        self.check_host(&base)?;
+        let token = self.tokens.token(&props.api_token_parameter_name).await?;
         Ok(AponoClient::new(
             self.http.clone(),
             base,

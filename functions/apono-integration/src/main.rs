@@ -7,5 +7,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let tokens = SsmTokens {
         ssm: aws_sdk_ssm::Client::new(&config),
     };
-    custom_resource::run(AponoIntegration::new(tokens)).await
+    let resource = AponoIntegration::new(tokens)
+        .also_allowing(AponoIntegration::<SsmTokens>::allowed_hosts_from_env());
+    custom_resource::run(resource).await
 }

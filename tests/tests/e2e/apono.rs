@@ -36,7 +36,10 @@ async fn bench() -> Bench {
         .unwrap();
     let apono = FakeApono::start(TOKEN).await;
     apono.add_connector(CONNECTOR, "CONNECTED");
-    let invoker = Invoker::new(AponoIntegration::new(SsmTokens { ssm: ssm.clone() }));
+    let invoker = Invoker::new(
+        AponoIntegration::new(SsmTokens { ssm: ssm.clone() })
+            .also_allowing(["127.0.0.1".to_string()]),
+    );
     Bench {
         _moto: moto,
         apono,
@@ -179,7 +182,10 @@ async fn duplicate_create_delivery_yields_one_integration() {
     b.invoker.invoke(event.clone()).await.unwrap();
     b.invoker.invoke(event.clone()).await.unwrap();
     // The same event in another process (another Lambda container).
-    let elsewhere = Invoker::new(AponoIntegration::new(SsmTokens { ssm: b.ssm.clone() }));
+    let elsewhere = Invoker::new(
+        AponoIntegration::new(SsmTokens { ssm: b.ssm.clone() })
+            .also_allowing(["127.0.0.1".to_string()]),
+    );
     elsewhere.invoke(event).await.unwrap();
     assert_eq!(b.apono.integrations().len(), 1);
     assert_eq!(b.rx.accepted().len(), 3, "every delivery answered");
@@ -385,4 +391,28 @@ async fn a_type_change_is_a_replacement_whose_old_integration_is_then_deleted() 
     assert!(b.apono.integration(&old_id).is_none());
     assert_eq!(b.apono.integrations().len(), 1);
     assert_eq!(b.apono.integrations()[0]["type"], "aws-account");
+}
+
+/// The API token goes only to Apono: an event naming another host is refused before the
+/// token is read, and nothing reaches that host.
+#[tokio::test]
+async fn a_foreign_api_url_is_refused_and_never_receives_the_token() {
+    let b = bench().await;
+    let attacker = Receiver::start().await;
+    // "localhost" reaches the attacker's server, but is not a host this function may use.
+    let foreign = attacker.url("steal").replace("127.0.0.1", "localhost");
+    let foreign = foreign.split("/cfn-response").next().unwrap().to_string();
+    for url in [
+        foreign.as_str(),
+        "https://api.apono.io.attacker.example",
+        "https://evil.example/apono.io",
+    ] {
+        let answer = b.create(with(b.props(), "ApiUrl", json!(url))).await;
+        assert_eq!(answer["Status"], "FAILED", "{url}: {answer}");
+        let reason = answer["Reason"].as_str().unwrap();
+        assert!(reason.contains("refused: ApiUrl host"), "{url}: {reason}");
+        assert!(!reason.contains(TOKEN));
+    }
+    assert!(attacker.requests().is_empty(), "the attacker heard nothing");
+    assert_eq!(b.apono.integrations().len(), 0);
 }

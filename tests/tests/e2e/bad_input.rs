@@ -226,7 +226,9 @@ async fn every_function_refuses_bad_input_clearly_and_changes_nothing() {
     expect_failures(&org_invoker, &rx, "Custom::OrganizationInfo", org_cases()).await;
 
     let ssm = aws_sdk_ssm::Client::new(&config);
-    let apono_invoker = Invoker::new(AponoIntegration::new(SsmTokens { ssm }));
+    let apono_invoker = Invoker::new(
+        AponoIntegration::new(SsmTokens { ssm }).also_allowing(["127.0.0.1".to_string()]),
+    );
     expect_failures(
         &apono_invoker,
         &rx,
