@@ -60,7 +60,8 @@ impl RuntimeConfig {
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
         {
-            config.deadline_margin = Duration::from_secs_f64(secs);
+            // Lambda's longest timeout is 900 s: a larger margin means "stop at once".
+            config.deadline_margin = Duration::from_secs_f64(secs.min(900.0));
         }
         if std::env::var(TEST_LOOPBACK_ENV).as_deref() == Ok("1") {
             config.url_policy = UrlPolicy::AlsoLoopbackForTests;

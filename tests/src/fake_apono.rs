@@ -14,7 +14,15 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 pub enum ApiFault {
     Status(u16),
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
+    /// A hostile or broken server: an empty list page that always points to itself.
+    EndlessCursor,
+    /// A 200 answer of this many bytes, streamed without a length.
+    HugeBody {
+        bytes: usize,
+    },
 }
 
 #[derive(Default)]
@@ -30,6 +38,8 @@ struct Inner {
     integrations: Vec<Value>,
     next_id: u64,
     faults: VecDeque<ApiFault>,
+    /// Every integrations list page points to itself from now on.
+    endless_cursor: bool,
     latency: Duration,
     log: Vec<(String, String)>,
 }
@@ -184,6 +194,10 @@ async fn handle(
         )
             .into_response();
     }
+    if matches!(s.faults.front(), Some(ApiFault::EndlessCursor)) {
+        s.faults.pop_front();
+        s.endless_cursor = true;
+    }
     if let Some(fault) = s.faults.pop_front() {
         return match fault {
             ApiFault::Status(code) => error(StatusCode::from_u16(code).unwrap(), "injected fault"),
@@ -193,6 +207,15 @@ async fn handle(
                 "slow down",
             )
                 .into_response(),
+            ApiFault::EndlessCursor => unreachable!("taken above"),
+            ApiFault::HugeBody { bytes } => {
+                let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+                let chunks = bytes.div_ceil(chunk.len());
+                let stream = futures::stream::iter(
+                    (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
+                (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+            }
         };
     }
     let query: HashMap<String, String> = uri
@@ -234,6 +257,10 @@ async fn handle(
                 None => status,
             };
             axum::Json(json!({"id": id, "name": id, "status": status, "version": "1.7.8"}))
+                .into_response()
+        }
+        ("GET", ["api", "admin", "v4", "integrations"]) if s.endless_cursor => {
+            axum::Json(json!({"items": [], "pagination": {"next_page_token": "again"}}))
                 .into_response()
         }
         ("GET", ["api", "admin", "v4", "integrations"]) => {

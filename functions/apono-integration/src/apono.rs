@@ -73,6 +73,12 @@ pub enum AponoError {
         attempts: u32,
         last: String,
     },
+    #[error("Apono API {method} {path}: the list did not end ({reason}); nothing was changed")]
+    EndlessList {
+        method: Method,
+        path: String,
+        reason: String,
+    },
     #[error("unexpected answer from Apono API {method} {path}: {message}")]
     Decode {
         method: Method,
@@ -146,7 +152,13 @@ impl AponoClient {
         let path = "/api/admin/v4/integrations";
         let mut found = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let mut seen = std::collections::HashSet::new();
+        let endless = |reason: String| AponoError::EndlessList {
+            method: Method::GET,
+            path: path.to_string(),
+            reason,
+        };
+        for _ in 0..MAX_PAGES {
             let mut query = vec![
                 ("name", name.to_string()),
                 ("connector_id", connector_id.to_string()),
@@ -169,10 +181,15 @@ impl AponoClient {
                 .pagination
                 .and_then(|p| p.next_page_token)
                 .filter(|t| !t.is_empty());
-            if token.is_none() {
-                return Ok(found);
+            match &token {
+                None => return Ok(found),
+                Some(t) if !seen.insert(t.clone()) => {
+                    return Err(endless(format!("the page token {t:?} came back")))
+                }
+                Some(_) => {}
             }
         }
+        Err(endless(format!("more than {MAX_PAGES} pages")))
     }
 
     pub async fn create_integration(
@@ -244,9 +261,16 @@ impl AponoClient {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                        // Anything longer than the Lambda timeout only means "not now".
+                        .map(|secs| Duration::from_secs(secs.min(900)));
                     if status.is_success() {
-                        let bytes = resp.bytes().await.unwrap_or_default();
+                        let bytes = read_limited(resp, MAX_BODY_BYTES).await.map_err(|e| {
+                            AponoError::Decode {
+                                method: method.clone(),
+                                path: path.to_string(),
+                                message: e,
+                            }
+                        })?;
                         if bytes.is_empty() {
                             return Ok(Some(Value::Null));
                         }
@@ -267,7 +291,10 @@ impl AponoClient {
                             status: status.as_u16(),
                         });
                     }
-                    let text = resp.text().await.unwrap_or_default();
+                    let text = read_limited(resp, MAX_ERROR_BODY_BYTES)
+                        .await
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                         return Err(AponoError::Client {
                             method,
@@ -282,7 +309,10 @@ impl AponoClient {
                 Err(err) => (error_chain(&err.without_url()), None),
             };
             let delay = retry_after.unwrap_or_else(|| jitter(backoff));
-            if Instant::now() + delay >= self.deadline {
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|at| at >= self.deadline)
+            {
                 return Err(AponoError::Unavailable {
                     method,
                     path: path.to_string(),
@@ -295,6 +325,32 @@ impl AponoClient {
             backoff = (backoff * 2).min(Duration::from_secs(8));
         }
     }
+}
+
+/// At most this many pages of a list (1,000 x 100 integrations of one name on one connector).
+const MAX_PAGES: usize = 1000;
+/// The largest answer read: Apono's answers are a few KB; a function of 128 MB must not run
+/// out of memory (and never answer CloudFormation) on a huge or endless body.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The body, refused once it passes `limit` bytes (read chunk by chunk, never all at once).
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the answer is larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn jitter(backoff: Duration) -> Duration {

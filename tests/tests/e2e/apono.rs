@@ -416,3 +416,57 @@ async fn a_foreign_api_url_is_refused_and_never_receives_the_token() {
     assert!(attacker.requests().is_empty(), "the attacker heard nothing");
     assert_eq!(b.apono.integrations().len(), 0);
 }
+
+/// A list whose cursor never ends is refused after it repeats, not followed forever.
+#[tokio::test]
+async fn an_endless_cursor_ends_with_a_clear_error() {
+    let b = bench().await;
+    b.apono.fail_next(1, ApiFault::EndlessCursor);
+    let answer = b.create(b.props()).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("the list did not end"), "{reason}");
+    assert!(
+        b.apono.requests().len() < 10,
+        "followed the cursor {} times",
+        b.apono.requests().len()
+    );
+}
+
+/// A 50 MB answer is refused once it passes the limit: the function (128 MB) keeps its memory
+/// and answers CloudFormation.
+#[tokio::test]
+async fn a_50_mb_body_is_refused_without_reading_it_all() {
+    let b = bench().await;
+    b.apono.fail_next(
+        1,
+        ApiFault::HugeBody {
+            bytes: 50 * 1024 * 1024,
+        },
+    );
+    let answer = b.create(b.props()).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("larger than 4194304 bytes"), "{reason}");
+}
+
+/// A Retry-After of u64::MAX seconds does not overflow: it means "not before the deadline".
+#[tokio::test]
+async fn a_huge_retry_after_fails_in_time_instead_of_overflowing() {
+    let b = bench().await;
+    b.apono.fail_next(
+        1,
+        ApiFault::TooManyRequests {
+            retry_after_secs: u64::MAX,
+        },
+    );
+    let answer = b.create(b.props()).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("within the time left"),
+        "{answer}"
+    );
+}
