@@ -19,17 +19,40 @@ fn secrets() -> &'static RwLock<Vec<String>> {
     SECRETS.get_or_init(|| RwLock::new(Vec::new()))
 }
 
-/// Never print `value` again: it is replaced by `***` in every later log line and reason.
+/// Never print `value` again: it is replaced by `***` in every later log line, reason and
+/// `Data` value, in the forms it may take there: as given, URL-decoded (a value taken from a
+/// query string), URL-encoded (a value put into one) and JSON-escaped (see [`scrub`]).
 pub fn register_secret(value: &str) {
-    if value.len() < MIN_SECRET_LEN {
-        return;
-    }
+    let decoded = percent_decode(value);
+    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     let mut list = secrets().write().unwrap_or_else(|e| e.into_inner());
-    if !list.iter().any(|s| s == value) {
-        list.push(value.to_string());
-        // Longest first, so that a secret containing another is replaced whole.
-        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for form in [value.to_string(), decoded, encoded] {
+        if form.len() >= MIN_SECRET_LEN && !list.contains(&form) {
+            list.push(form);
+        }
     }
+    // Longest first, so that a secret containing another is replaced whole.
+    list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers a presigned URL's query string, and each of its signing values on its own (a
+/// signature may be logged apart from the rest of the query).
+pub fn register_query_secrets(query: &str) {
+    register_secret(query);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let key = key.to_ascii_lowercase();
+        if key.contains("signature") || key.contains("credential") || key.contains("token") {
+            register_secret(&value);
+        }
+    }
+}
+
+/// `%XX` sequences decoded ('+' stays: it is a space only in form bodies).
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| text.to_string())
 }
 
 /// `text` with every registered secret replaced.
@@ -97,8 +120,21 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for ScrubbingWriter<M> {
     }
 }
 
+/// Set to `1` only in tests: allows `RUST_LOG` to turn on TRACE.
+pub const ALLOW_TRACE_ENV: &str = "CUSTOM_RESOURCE_ALLOW_TRACE";
+
+/// The most verbose level logged: DEBUG. At TRACE, `lambda_runtime` logs each raw event, the
+/// presigned ResponseURL included, before the runtime has seen it and registered its
+/// signature, so TRACE is refused in production whatever `RUST_LOG` asks.
+pub fn max_level() -> tracing_subscriber::filter::LevelFilter {
+    match std::env::var(ALLOW_TRACE_ENV).as_deref() {
+        Ok("1") => tracing_subscriber::filter::LevelFilter::TRACE,
+        _ => tracing_subscriber::filter::LevelFilter::DEBUG,
+    }
+}
+
 /// The default filter: our own crates at `info`, chatty HTTP and SDK internals at `warn`.
-/// `RUST_LOG` overrides it.
+/// `RUST_LOG` overrides it (up to [`max_level`]).
 pub fn default_filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,aws_smithy_runtime=warn,aws_config=warn,aws_sdk_sts=warn")
@@ -115,6 +151,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(default_filter())
+        .with_max_level(max_level())
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
@@ -126,6 +163,33 @@ pub fn init() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_is_scrubbed_decoded_encoded_and_on_its_own() {
+        register_query_secrets(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20261125%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=5f3c0ffee1234abcd",
+        );
+        for line in [
+            "signature 5f3c0ffee1234abcd leaked",
+            "credential AKIAEXAMPLE/20261125/us-east-1/s3/aws4_request decoded",
+            "credential AKIAEXAMPLE%2F20261125%2Fus-east-1%2Fs3%2Faws4_request encoded",
+        ] {
+            let out = scrub(line);
+            assert!(
+                !out.contains("5f3c0ffee") && !out.contains("AKIAEXAMPLE"),
+                "{out}"
+            );
+        }
+        register_secret("p@ss word/with+specials");
+        let out = scrub("form p%40ss+word%2Fwith%2Bspecials here");
+        assert!(!out.contains("p%40ss"), "{out}");
+    }
+
+    #[test]
+    fn trace_is_refused_unless_a_test_allows_it() {
+        // The variable is only ever set by tests that want TRACE; none runs in this binary.
+        assert_eq!(max_level(), tracing_subscriber::filter::LevelFilter::DEBUG);
+    }
 
     #[test]
     fn registered_secrets_are_scrubbed_even_when_json_escaped() {

@@ -206,7 +206,7 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         );
         // The query string is the presigned signature: keep it out of every log line.
         if let Some((_, query)) = env.response_url.split_once('?') {
-            register_secret(query);
+            crate::logging::register_query_secrets(query);
         }
         let url = match config.url_policy.check(&env.response_url) {
             Ok(url) => url,
@@ -271,7 +271,13 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
                 request_id: env.request_id.clone(),
                 logical_resource_id: env.logical_resource_id.clone(),
                 no_echo: answer.no_echo,
-                data: answer.data,
+                // A handler may echo a secret into Data by mistake: Data reaches the
+                // stack's events and outputs, so it is scrubbed like a log line.
+                data: answer
+                    .data
+                    .into_iter()
+                    .map(|(key, value)| (key, scrub(&value)))
+                    .collect(),
             }
             .into_bytes();
             if !env.request_id.is_empty() {

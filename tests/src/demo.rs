@@ -22,6 +22,8 @@ pub enum Behaviour {
     BigData,
     /// Never finishes: hands on to a new invocation every time.
     KeepContinuing,
+    /// A handler bug: its secret property echoed into `Data`.
+    EchoKey,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +81,12 @@ impl Demo {
                 Ok(Output::keep().into())
             }
             Behaviour::LongReason => Err("x".repeat(p.size.unwrap_or(20_000)).into()),
+            Behaviour::EchoKey => Ok(Output::new("demo-echo")
+                .with(
+                    "Echo",
+                    format!("key={}", p.api_key.as_deref().unwrap_or("")),
+                )
+                .into()),
             Behaviour::KeepContinuing => {
                 let step = req
                     .continuation

@@ -393,3 +393,63 @@ async fn a_failed_create_that_made_things_answers_with_its_physical_id() {
     }
     assert_eq!(rx.accepted().len(), 3);
 }
+
+/// A secret property echoed into `Data` by a handler bug never reaches CloudFormation (Data
+/// shows in the stack's events and outputs).
+#[tokio::test]
+async fn a_secret_echoed_into_data_is_scrubbed() {
+    let (rx, _, invoker) = setup().await;
+    let event = Event::create(TYPE, &rx.url("echo"))
+        .property("Behaviour", "echo-key")
+        .property("ApiKey", "sk-live-4f9a2c7e1b");
+    invoker.invoke(event).await.unwrap();
+    let body = rx.accepted()[0].json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["Echo"], "key=***", "{body}");
+}
+
+/// `RUST_LOG=trace` in production does not print the raw event: at TRACE `lambda_runtime` logs
+/// each event before the runtime registers its ResponseURL signature, so TRACE is refused
+/// (the real binary, as Lambda runs it).
+#[tokio::test]
+async fn a_trace_level_run_never_logs_the_response_url_signature() {
+    let bin = bench::local_run::build_binaries().expect("function binaries");
+    let rx = Receiver::start().await;
+    let env = vec![
+        ("RUST_LOG".to_string(), "trace".to_string()),
+        (
+            custom_resource::TEST_LOOPBACK_ENV.to_string(),
+            "1".to_string(),
+        ),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    let function = bench::lambda::Function::start(
+        "org-info",
+        &bin.join("org-info"),
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The rollback of a Create that never succeeded: answered without any AWS call.
+    let marker = format!("{FAILED_CREATE_PREFIX}req-1");
+    let event = Event::delete("Custom::OrganizationInfo", &rx.url("trace"), &marker);
+    function
+        .invoke(event.into_value(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(rx.accepted().len(), 1, "answered");
+    let output = function.output_text();
+    let signature = bench::receiver::FAKE_SIGNATURE.split('=').nth(1).unwrap();
+    assert!(output.contains("response sent"), "{output}");
+    assert!(
+        !output.contains(signature),
+        "the signature was logged:\n{output}"
+    );
+    assert!(
+        !output.contains("\"level\":\"TRACE\""),
+        "TRACE lines were written"
+    );
+}
