@@ -59,31 +59,8 @@ impl ResponseBody {
             self.physical_resource_id =
                 truncate_utf8(&self.physical_resource_id, MAX_PHYSICAL_ID_BYTES).to_string();
         }
-        let encoded = self.encode();
-        if encoded.len() <= MAX_BODY_BYTES {
-            return encoded;
-        }
-        if let Some(reason) = self.reason.take() {
-            // Binary search for the longest start of the reason that fits: JSON escaping makes
-            // the encoded size of a cut hard to predict.
-            let fits = |body: &mut ResponseBody, keep: usize| {
-                body.reason = Some(format!("{}{TRUNCATED}", truncate_utf8(&reason, keep)));
-                body.encode().len() <= MAX_BODY_BYTES
-            };
-            if fits(&mut self, 0) {
-                let (mut lo, mut hi) = (0, reason.len());
-                while lo < hi {
-                    let mid = (lo + hi).div_ceil(2);
-                    if fits(&mut self, mid) {
-                        lo = mid;
-                    } else {
-                        hi = mid - 1;
-                    }
-                }
-                fits(&mut self, lo);
-                return self.encode();
-            }
-            self.reason = Some(reason);
+        if self.encode().len() <= MAX_BODY_BYTES || self.fit_reason() {
+            return self.encode();
         }
         // Still too large: the Data must go.
         let data_bytes = serde_json::to_vec(&self.data).map(|v| v.len()).unwrap_or(0);
@@ -99,7 +76,48 @@ impl ResponseBody {
         });
         self.status = Status::Failed;
         self.data.clear();
-        self.into_bytes()
+        if self.encode().len() <= MAX_BODY_BYTES || self.fit_reason() {
+            return self.encode();
+        }
+        // Only identifiers longer than CloudFormation ever sends can get here (the runtime
+        // refuses such events): cut them so that the body is bounded in one pass.
+        for field in [
+            &mut self.stack_id,
+            &mut self.request_id,
+            &mut self.logical_resource_id,
+        ] {
+            *field = truncate_utf8(field, 512).to_string();
+        }
+        self.fit_reason();
+        self.encode()
+    }
+
+    /// Shortens the reason (keeping its start) until the body fits; false if even an empty
+    /// reason does not make it fit. A binary search: JSON escaping makes the encoded size of
+    /// a cut hard to predict.
+    fn fit_reason(&mut self) -> bool {
+        let Some(reason) = self.reason.take() else {
+            return false;
+        };
+        let fits = |body: &mut ResponseBody, keep: usize| {
+            body.reason = Some(format!("{}{TRUNCATED}", truncate_utf8(&reason, keep)));
+            body.encode().len() <= MAX_BODY_BYTES
+        };
+        if !fits(self, 0) {
+            self.reason = Some(reason);
+            return false;
+        }
+        let (mut lo, mut hi) = (0, reason.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(self, mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        fits(self, lo);
+        true
     }
 
     fn encode(&self) -> Vec<u8> {

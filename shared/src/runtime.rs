@@ -24,6 +24,10 @@ pub const CONTINUATION_KEY: &str = "CustomResourceContinuation";
 /// stopped waiting (and may be rolling back: more work would race the rollback's Delete).
 pub const CHAIN_STARTED_KEY: &str = "CustomResourceChainStartedMs";
 
+/// Longer than any StackId, RequestId or LogicalResourceId CloudFormation sends (a stack ARN is
+/// about 150 bytes, a logical ID at most 255).
+const MAX_ID_BYTES: usize = 1024;
+
 /// CloudFormation's ServiceTimeout for a custom resource that sets none, and the largest
 /// allowed (AWS::CloudFormation::CustomResource, ServiceTimeout: 1-3600 s).
 const SERVICE_TIMEOUT_MAX_SECS: u64 = 3600;
@@ -398,7 +402,22 @@ async fn decide<R: CustomResource, C: Continuation>(
     env: &Envelope,
     mut event: Value,
 ) -> Option<Answer> {
-    let marker = || format!("{FAILED_CREATE_PREFIX}{}", env.request_id);
+    let marker = || {
+        let request_id = crate::response::truncate_utf8(&env.request_id, MAX_ID_BYTES);
+        format!("{FAILED_CREATE_PREFIX}{request_id}")
+    };
+    if [&env.stack_id, &env.request_id, &env.logical_resource_id]
+        .iter()
+        .any(|field| field.len() > MAX_ID_BYTES)
+    {
+        return Some(Answer::failed(
+            env.physical_resource_id.clone().unwrap_or_else(marker),
+            format!(
+                "refused: the event's StackId, RequestId or LogicalResourceId is longer than \
+                 {MAX_ID_BYTES} bytes, which CloudFormation never sends; nothing was done"
+            ),
+        ));
+    }
     let kind = match env.request_type.as_str() {
         "Create" => RequestKind::Create,
         "Update" => RequestKind::Update,

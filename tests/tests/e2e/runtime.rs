@@ -453,3 +453,32 @@ async fn a_trace_level_run_never_logs_the_response_url_signature() {
         "TRACE lines were written"
     );
 }
+
+/// Event fields far beyond CloudFormation's own sizes: refused without running the handler,
+/// and still exactly one answer within 4096 bytes (the encoder used to recurse forever).
+#[tokio::test]
+async fn oversized_event_identifiers_are_refused_in_one_bounded_answer() {
+    let (rx, demo, invoker) = setup().await;
+    let huge = "x".repeat(5000);
+    let mut event = Event::create(TYPE, &rx.url("huge"))
+        .logical_id(&huge)
+        .request_id(&huge)
+        .into_value();
+    event["StackId"] =
+        serde_json::json!(format!("arn:aws:cloudformation:us-east-1:1:stack/{huge}"));
+    invoker.invoke(event).await.unwrap();
+    let sent = rx.accepted();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].body.len() <= MAX_BODY_BYTES,
+        "{} bytes",
+        sent[0].body.len()
+    );
+    let body = sent[0].json();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("refused"),
+        "{body}"
+    );
+    assert_eq!(demo.calls(), 0);
+}
