@@ -23,6 +23,8 @@ pub enum ApiFault {
     HugeBody {
         bytes: usize,
     },
+    /// The next integration POST is carried out, but its answer is lost (a 502 instead).
+    PostAppliedAnswerLost,
 }
 
 #[derive(Default)]
@@ -40,6 +42,8 @@ struct Inner {
     faults: VecDeque<ApiFault>,
     /// Every integrations list page points to itself from now on.
     endless_cursor: bool,
+    /// The next integration POST is carried out and answered 502.
+    lose_post_answer: bool,
     latency: Duration,
     log: Vec<(String, String)>,
 }
@@ -194,9 +198,17 @@ async fn handle(
         )
             .into_response();
     }
-    if matches!(s.faults.front(), Some(ApiFault::EndlessCursor)) {
-        s.faults.pop_front();
-        s.endless_cursor = true;
+    // Faults that act inside a route rather than instead of it.
+    match s.faults.front() {
+        Some(ApiFault::EndlessCursor) => {
+            s.faults.pop_front();
+            s.endless_cursor = true;
+        }
+        Some(ApiFault::PostAppliedAnswerLost) => {
+            s.faults.pop_front();
+            s.lose_post_answer = true;
+        }
+        _ => {}
     }
     if let Some(fault) = s.faults.pop_front() {
         return match fault {
@@ -207,7 +219,9 @@ async fn handle(
                 "slow down",
             )
                 .into_response(),
-            ApiFault::EndlessCursor => unreachable!("taken above"),
+            ApiFault::EndlessCursor | ApiFault::PostAppliedAnswerLost => {
+                unreachable!("taken above")
+            }
             ApiFault::HugeBody { bytes } => {
                 let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
                 let chunks = bytes.div_ceil(chunk.len());
@@ -312,7 +326,12 @@ async fn handle(
                     "integration_config values must be strings",
                 );
             }
-            (StatusCode::CREATED, axum::Json(create(&mut s, &body))).into_response()
+            let created = create(&mut s, &body);
+            if std::mem::take(&mut s.lose_post_answer) {
+                return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
+            }
+            // The spec answers a created IntegrationV4 with 200.
+            axum::Json(created).into_response()
         }
         ("GET", ["api", "admin", "v4", "integrations", id]) => {
             match s.integrations.iter().find(|i| i["id"] == *id) {

@@ -192,14 +192,54 @@ impl AponoClient {
         Err(endless(format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Creates the integration once. A POST is not idempotent: when an attempt ends without a
+    /// clear answer (a timeout, a 5xx, a 429) Apono may still have created it, so before
+    /// trying again the list is searched for it, and what is found is the one created here.
+    /// `other_than` is an integration of the same name that must not be taken for it (the one
+    /// a replacement supersedes).
     pub async fn create_integration(
         &self,
         spec: &IntegrationSpec,
+        other_than: Option<&str>,
     ) -> Result<Integration, AponoError> {
         let path = "/api/admin/v4/integrations";
         let body = serde_json::to_value(spec).expect("a spec serializes");
-        let answer = self.call(Method::POST, path, &[], Some(body)).await?;
-        decode(&Method::POST, path, answer.unwrap_or(Value::Null))
+        let connector = spec.connector_id.as_deref().unwrap_or_default();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self
+                .call_with(Method::POST, path, &[], Some(body.clone()), false)
+                .await
+            {
+                Ok(answer) => return decode(&Method::POST, path, answer.unwrap_or(Value::Null)),
+                Err(AponoError::Unavailable { last, .. }) => {
+                    let applied = self.find_integrations(&spec.name, connector).await?;
+                    if let Some(made) = applied
+                        .into_iter()
+                        .find(|i| Some(i.id.as_str()) != other_than)
+                    {
+                        tracing::info!(integration = %made.id, error = %last, "the POST was applied although its answer was lost");
+                        return Ok(made);
+                    }
+                    let delay = jitter(backoff);
+                    if Instant::now()
+                        .checked_add(delay)
+                        .is_none_or(|at| at >= self.deadline)
+                    {
+                        return Err(AponoError::Unavailable {
+                            method: Method::POST,
+                            path: path.to_string(),
+                            attempts: 1,
+                            last,
+                        });
+                    }
+                    tracing::warn!(error = %last, delay_ms = delay.as_millis() as u64, "Apono API POST failed and created nothing, retrying");
+                    tokio::time::sleep(delay).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(8));
+                }
+                Err(other) => return Err(other),
+            }
+        }
     }
 
     /// `None` when the integration no longer exists.
@@ -229,6 +269,19 @@ impl AponoClient {
         path: &str,
         query: &[(&str, String)],
         body: Option<Value>,
+    ) -> Result<Option<Value>, AponoError> {
+        self.call_with(method, path, query, body, true).await
+    }
+
+    /// One API call; with `retry`, retried on throttling, 5xx and transport errors (only for
+    /// calls that may be repeated safely: GET, PUT, DELETE).
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+        retry: bool,
     ) -> Result<Option<Value>, AponoError> {
         let mut url = self.base.clone();
         url.set_path(path);
@@ -309,9 +362,10 @@ impl AponoClient {
                 Err(err) => (error_chain(&err.without_url()), None),
             };
             let delay = retry_after.unwrap_or_else(|| jitter(backoff));
-            if Instant::now()
-                .checked_add(delay)
-                .is_none_or(|at| at >= self.deadline)
+            if !retry
+                || Instant::now()
+                    .checked_add(delay)
+                    .is_none_or(|at| at >= self.deadline)
             {
                 return Err(AponoError::Unavailable {
                     method,

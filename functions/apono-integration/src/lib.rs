@@ -360,7 +360,7 @@ impl<T: TokenSource> AponoIntegration<T> {
             tracing::info!(integration = %found.id, "adopting the existing integration; Delete will leave it");
             return Ok(output(Ownership::Adopted, found));
         }
-        let created = api.create_integration(&props.spec(true)).await?;
+        let created = api.create_integration(&props.spec(true), replacing).await?;
         tracing::info!(integration = %created.id, "integration created");
         Ok(output(Ownership::Created, &created))
     }

@@ -470,3 +470,27 @@ async fn a_huge_retry_after_fails_in_time_instead_of_overflowing() {
         "{answer}"
     );
 }
+
+/// A POST that Apono carried out but whose answer was lost (a 502) is not repeated blindly:
+/// the retry finds the integration it made, so there is one integration, owned by the stack
+/// (Delete removes it).
+#[tokio::test]
+async fn a_post_whose_answer_was_lost_creates_one_integration_which_delete_removes() {
+    let b = bench().await;
+    b.apono.fail_next(1, ApiFault::PostAppliedAnswerLost);
+    let answer = b.create(b.props()).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(
+        b.apono.integrations().len(),
+        1,
+        "{:?}",
+        b.apono.integrations()
+    );
+    let physical_id = answer["PhysicalResourceId"].as_str().unwrap();
+    assert!(physical_id.starts_with("created:"), "{physical_id}");
+    let deleted = b
+        .send(Event::delete(TYPE, &b.rx.url("d"), physical_id).properties(b.props()))
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert!(b.apono.integrations().is_empty());
+}
