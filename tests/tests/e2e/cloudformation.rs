@@ -407,3 +407,251 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
         }
     }
 }
+
+/// The inline policy documents of a resource's `Policies` (a role) or its `PolicyDocument`
+/// (a policy resource), rendered.
+fn documents(t: &Value, resource: &str, r: &bench::template::Rendering) -> Vec<Value> {
+    let props = bench::template::substitute(&t["Resources"][resource]["Properties"], r)
+        .unwrap_or(Value::Null);
+    match props.get("PolicyDocument") {
+        Some(document) => vec![document.clone()],
+        None => props["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["PolicyDocument"].clone())
+            .collect(),
+    }
+}
+
+/// Full-Access (Manage IAM) lets Apono change IAM for just-in-time access, but never the roles
+/// that guard the account and the organization: its own, the StackSet execution roles,
+/// OrganizationAccountAccessRole, Identity Center's and AWS's service roles.
+#[test]
+fn full_access_never_reaches_the_roles_that_guard_the_organization() {
+    let t = template();
+    let member = bench::template::template_json("templates/member-account.yaml");
+    let mut scenario = vec![
+        ("Scope", "Organization"),
+        ("ConnectorMode", "Existing"),
+        ("Permissions", "Full-Access (Manage IAM)"),
+    ];
+    scenario.push(EXISTING_ROLE);
+    let r = rendering(&scenario);
+    let m = bench::template::Rendering::in_account(
+        &member,
+        &[
+            ("AponoConnectorId", "apono-connector-prod"),
+            ("ConnectorRoleArn", EXISTING_ROLE.1),
+            ("Permissions", "Full-Access (Manage IAM)"),
+        ],
+        "111111111111",
+    );
+    for (who, policies) in [
+        (
+            "the management account's Apono role",
+            documents(t, "AponoAccountRole", &r),
+        ),
+        (
+            "a member account's Apono role",
+            documents(&member, "AponoManageIamPolicy", &m),
+        ),
+    ] {
+        let attach = |role: &str| {
+            bench::iam::allows(
+                &policies,
+                "iam:AttachRolePolicy",
+                &format!("arn:aws:iam::111111111111:role/{role}"),
+                &[],
+            )
+        };
+        assert!(attach("payments-app"), "{who} cannot grant access at all");
+        for guarded in [
+            "apono-management-apono-connector-prod",
+            "apono-cross-account-apono-connector-prod",
+            "OrganizationAccountAccessRole",
+            "stacksets-exec-0a1b2c3d4e5f",
+            "AWSCloudFormationStackSetExecutionRole",
+            "aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123456789abcdef",
+            "aws-service-role/stacksets.cloudformation.amazonaws.com/AWSServiceRoleForCloudFormationStackSetsOrgMember",
+        ] {
+            assert!(!attach(guarded), "{who} may attach a policy to {guarded}");
+        }
+    }
+}
+
+/// The conditions that keep each grant to what it is for.
+#[test]
+fn iam_conditions_hold_each_grant_to_its_purpose() {
+    let t = template();
+    let mut scenario = vec![
+        ("Scope", "Organization"),
+        ("ConnectorMode", "Deploy"),
+        ("ActivateStackSetsTrustedAccess", "true"),
+    ];
+    scenario.extend_from_slice(DEPLOY_NETWORK);
+    let r = rendering(&scenario);
+    let account = r.pseudo("AWS::AccountId");
+
+    // The connector assumes Apono roles of its own organization only.
+    let connector = documents(t, "ConnectorTaskRole", &r);
+    let apono_role = "arn:aws:iam::222222222222:role/apono-cross-account-apono-connector-prod";
+    let assume = |org: &str| {
+        bench::iam::allows(
+            &connector,
+            "sts:AssumeRole",
+            apono_role,
+            &[("aws:ResourceOrgID", org)],
+        )
+    };
+    assert!(
+        assume("o-abcdefghij"),
+        "the connector cannot assume its organization's roles"
+    );
+    assert!(
+        !assume("o-zzzzzzzzzz"),
+        "the connector may assume apono-* roles of any organization"
+    );
+
+    // ECS tasks of this account only may be the connector.
+    for role in ["ConnectorTaskRole", "ConnectorExecutionRole"] {
+        let trust = bench::template::substitute(
+            &t["Resources"][role]["Properties"]["AssumeRolePolicyDocument"],
+            &r,
+        )
+        .unwrap();
+        assert_eq!(
+            trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"], account,
+            "{role}'s trust admits ECS tasks of any account"
+        );
+    }
+
+    // The token: decrypted through SSM, for this parameter only.
+    let token_reader = documents(
+        t,
+        &function_role(t, "AponoIntegrationFunction").unwrap(),
+        &r,
+    );
+    let key = format!("arn:aws:kms:us-east-1:{account}:key/0b1c2d3e");
+    let parameter = |name: &str| format!("arn:aws:ssm:us-east-1:{account}:parameter{name}");
+    let decrypt = |name: &str| {
+        bench::iam::allows(
+            &token_reader,
+            "kms:Decrypt",
+            &key,
+            &[
+                ("kms:ViaService", "ssm.us-east-1.amazonaws.com"),
+                ("kms:EncryptionContext:PARAMETER_ARN", &parameter(name)),
+            ],
+        )
+    };
+    assert!(
+        decrypt("/apono/api-token"),
+        "the function cannot decrypt its token"
+    );
+    assert!(
+        !decrypt("/payments/db-password"),
+        "the function may decrypt any SecureString"
+    );
+
+    // Trusted access: for StackSets only.
+    let activation = documents(t, "OrgInfoActivateTrustedAccessPolicy", &r);
+    let enable = |principal: &str| {
+        bench::iam::allows(
+            &activation,
+            "organizations:EnableAWSServiceAccess",
+            "*",
+            &[("organizations:ServicePrincipal", principal)],
+        )
+    };
+    assert!(enable("member.org.stacksets.cloudformation.amazonaws.com"));
+    assert!(
+        !enable("sso.amazonaws.com"),
+        "any service may be given trusted access"
+    );
+}
+
+/// ConnectorExternalId guards the Apono roles' trust (a connector outside the organization);
+/// PermissionsBoundaryArn reaches every role the stack creates, member accounts included.
+#[test]
+fn external_id_and_permissions_boundary_reach_every_role() {
+    let t = template();
+    let member = bench::template::template_json("templates/member-account.yaml");
+    let boundary = "arn:aws:iam::111111111111:policy/org-boundary";
+    for mode in ["Deploy", "Existing"] {
+        let mut scenario = vec![
+            ("Scope", "Organization"),
+            ("ConnectorMode", mode),
+            ("ConnectorExternalId", "apono-7f3a9c"),
+            ("PermissionsBoundaryArn", boundary),
+        ];
+        match mode {
+            "Deploy" => scenario.extend_from_slice(DEPLOY_NETWORK),
+            _ => scenario.push(EXISTING_ROLE),
+        }
+        let r = rendering(&scenario);
+        for (name, resource) in t["Resources"].as_object().unwrap() {
+            if resource["Type"] != "AWS::IAM::Role" || !r.included(resource) {
+                continue;
+            }
+            let props = bench::template::substitute(&resource["Properties"], &r).unwrap();
+            assert_eq!(
+                props["PermissionsBoundary"], boundary,
+                "{mode}: {name} has no boundary"
+            );
+        }
+        let trust = bench::template::substitute(
+            &t["Resources"]["AponoAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
+            &r,
+        )
+        .unwrap();
+        assert_eq!(
+            trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+            "apono-7f3a9c"
+        );
+    }
+    let m = bench::template::Rendering::in_account(
+        &member,
+        &[
+            ("AponoConnectorId", "apono-connector-prod"),
+            ("ConnectorRoleArn", EXISTING_ROLE.1),
+            ("Permissions", "Read-Only (Discovery)"),
+            (
+                "EksManagerRoleArn",
+                "arn:aws:iam::111111111111:role/eks-function",
+            ),
+            ("ConnectorExternalId", "apono-7f3a9c"),
+            ("PermissionsBoundaryArn", boundary),
+        ],
+        "222222222222",
+    );
+    for name in ["AponoCrossAccountRole", "EksAccessEntriesRole"] {
+        let props =
+            bench::template::substitute(&member["Resources"][name]["Properties"], &m).unwrap();
+        assert_eq!(
+            props["PermissionsBoundary"], boundary,
+            "member {name} has no boundary"
+        );
+    }
+    let trust = bench::template::substitute(
+        &member["Resources"]["AponoCrossAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
+        &m,
+    )
+    .unwrap();
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        "apono-7f3a9c"
+    );
+    // Without an external ID the trust has no condition (Apono's own connector needs none).
+    let r = rendering(&[
+        ("Scope", "Organization"),
+        ("ConnectorMode", "Existing"),
+        EXISTING_ROLE,
+    ]);
+    let trust = bench::template::substitute(
+        &t["Resources"]["AponoAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
+        &r,
+    )
+    .unwrap();
+    assert!(trust["Statement"][0].get("Condition").is_none(), "{trust}");
+}
