@@ -278,64 +278,99 @@ fn entry_arn(account: &str, region: &str, cluster: &str, principal: &str) -> Str
 }
 
 /// One IAM check: action, resource, and the request's condition keys.
-type Permission = (&'static str, String, Vec<(&'static str, String)>);
+type Permission = (&'static str, String, Vec<(String, String)>);
 
-/// What IAM checks for a call, per EKS's service authorization reference. Creating an entry
-/// with tags also needs eks:TagResource on it.
+/// What IAM checks for a call: the action, its resource, and the condition keys EKS's
+/// service authorization reference lists for it (no more: a policy conditioned on a key the
+/// action does not carry is denied here as in AWS). `entry_tags` are the tags of the access
+/// entry the call names, if it exists (`aws:ResourceTag/...`).
 fn permissions(
     method: &str,
     segs: &[&str],
     body: &Value,
     account: &str,
     region: &str,
+    entry_tags: &BTreeMap<String, String>,
 ) -> Vec<Permission> {
     let cluster = |name: &str| format!("arn:aws:eks:{region}:{account}:cluster/{name}");
-    let principal_of = |p: &str| vec![("eks:principalArn", p.to_string())];
+    let key = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let resource_tags = || -> Vec<(String, String)> {
+        entry_tags
+            .iter()
+            .map(|(k, v)| key(&format!("aws:ResourceTag/{k}"), v))
+            .collect()
+    };
     match (method, segs) {
         ("GET", ["clusters"]) => vec![("eks:ListClusters", "*".into(), vec![])],
         ("GET", ["clusters", name]) => vec![("eks:DescribeCluster", cluster(name), vec![])],
         ("POST", ["clusters", name, "update-config"]) => {
-            vec![("eks:UpdateClusterConfig", cluster(name), vec![])]
+            let mode = body["accessConfig"]["authenticationMode"]
+                .as_str()
+                .unwrap_or_default();
+            vec![(
+                "eks:UpdateClusterConfig",
+                cluster(name),
+                vec![key("eks:authenticationMode", mode)],
+            )]
         }
         ("GET", ["clusters", name, "access-entries"]) => {
             vec![("eks:ListAccessEntries", cluster(name), vec![])]
         }
         ("POST", ["clusters", name, "access-entries"]) => {
             let principal = body["principalArn"].as_str().unwrap_or_default();
-            let mut needed = vec![(
-                "eks:CreateAccessEntry",
-                cluster(name),
-                principal_of(principal),
-            )];
-            if body["tags"].as_object().is_some_and(|t| !t.is_empty()) {
+            let kind = body["type"].as_str().unwrap_or("STANDARD");
+            let tags: Vec<(String, String)> = body["tags"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    key(
+                        &format!("aws:RequestTag/{k}"),
+                        v.as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let mut keys = vec![
+                key("eks:principalArn", principal),
+                key("eks:accessEntryType", kind),
+            ];
+            keys.extend(tags.iter().cloned());
+            let mut needed = vec![("eks:CreateAccessEntry", cluster(name), keys)];
+            if !tags.is_empty() {
                 let entry = entry_arn(account, region, name, principal);
-                needed.push(("eks:TagResource", entry, vec![]));
+                needed.push(("eks:TagResource", entry, tags));
             }
             needed
         }
         (m, ["clusters", name, "access-entries", principal, tail @ ..]) => {
             let entry = entry_arn(account, region, name, principal);
-            let policy_of = |p: &str| {
-                let mut keys = principal_of(principal);
-                keys.push(("eks:policyArn", p.to_string()));
+            let with_policy = |policy: &str, scope: &str| {
+                let mut keys = resource_tags();
+                keys.push(key("eks:policyArn", policy));
+                if !scope.is_empty() {
+                    keys.push(key("eks:accessScope", scope));
+                }
                 keys
             };
-            let action = match (m, tail) {
-                ("GET", []) => ("eks:DescribeAccessEntry", principal_of(principal)),
-                ("DELETE", []) => ("eks:DeleteAccessEntry", principal_of(principal)),
+            let (action, keys) = match (m, tail) {
+                ("GET", []) => ("eks:DescribeAccessEntry", resource_tags()),
+                ("DELETE", []) => ("eks:DeleteAccessEntry", resource_tags()),
                 ("GET", ["access-policies"]) => {
-                    ("eks:ListAssociatedAccessPolicies", principal_of(principal))
+                    ("eks:ListAssociatedAccessPolicies", resource_tags())
                 }
                 ("POST", ["access-policies"]) => (
                     "eks:AssociateAccessPolicy",
-                    policy_of(body["policyArn"].as_str().unwrap_or_default()),
+                    with_policy(
+                        body["policyArn"].as_str().unwrap_or_default(),
+                        body["accessScope"]["type"].as_str().unwrap_or_default(),
+                    ),
                 ),
                 ("DELETE", ["access-policies", policy]) => {
-                    ("eks:DisassociateAccessPolicy", policy_of(policy))
+                    ("eks:DisassociateAccessPolicy", with_policy(policy, ""))
                 }
                 _ => return vec![],
             };
-            vec![(action.0, entry, action.1)]
+            vec![(action, entry, keys)]
         }
         _ => vec![],
     }
@@ -402,10 +437,28 @@ async fn handle(
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Some(caller) = &caller {
-        for (action, resource, keys) in
-            permissions(method.as_str(), &segs, &body, &account, &region)
-        {
-            let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let entry_tags = match segs.as_slice() {
+            ["clusters", name, "access-entries", principal, ..] => {
+                let s = inner.lock().unwrap();
+                s.clusters
+                    .get(&(account.clone(), region.clone(), name.to_string()))
+                    .and_then(|c| c.entries.get(*principal))
+                    .map(|e| e.tags.clone())
+                    .unwrap_or_default()
+            }
+            _ => BTreeMap::new(),
+        };
+        let needed = permissions(
+            method.as_str(),
+            &segs,
+            &body,
+            &account,
+            &region,
+            &entry_tags,
+        );
+        for (action, resource, keys) in needed {
+            let keys: Vec<(&str, &str)> =
+                keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             if let Err(denied) = caller.may(action, &resource, &keys) {
                 return error(403, "AccessDeniedException", &denied);
             }

@@ -329,6 +329,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
         )
         .unwrap();
         let connector = connector.as_str().unwrap();
+        let stack = r.pseudo("AWS::StackId");
         let parameters = [
             ("AponoConnectorId", "apono-connector-prod"),
             ("ConnectorRoleArn", connector),
@@ -338,6 +339,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
                 "arn:aws:iam::111111111111:role/eks-function",
             ),
             ("EksMemberRoleName", "apono-eks-access-apono-connector-prod"),
+            ("OwnerStackId", &stack),
         ];
         let m = bench::template::Rendering::in_account(&member, &parameters, "222222222222");
         let member_policies: Vec<Value> = bench::template::substitute(
@@ -369,19 +371,26 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
                     &[("eks:principalArn", principal)],
                 )
             };
-            let associate = |principal, policy| {
+            // AssociateAccessPolicy carries no eks:principalArn: the entry must carry the
+            // owning stack's tag.
+            let associate = |principal, policy, stack: &str| {
                 may(
                     "eks:AssociateAccessPolicy",
                     &entry(principal),
-                    &[("eks:principalArn", principal), ("eks:policyArn", policy)],
+                    &[
+                        ("eks:policyArn", policy),
+                        ("eks:accessScope", "cluster"),
+                        ("aws:ResourceTag/apono-onboarding:stack-id", stack),
+                    ],
                 )
             };
+            let other_stack = "arn:aws:cloudformation:us-east-1:111111111111:stack/other/1";
             assert!(
                 create(connector),
                 "{mode}: {who} cannot create the connector's entry"
             );
             assert!(
-                associate(connector, admin_policy),
+                associate(connector, admin_policy, &stack),
                 "{mode}: {who} cannot associate the cluster admin policy"
             );
             assert!(
@@ -389,11 +398,11 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
                 "{mode}: {who} may create an entry for anyone"
             );
             assert!(
-                !associate(attacker, admin_policy),
-                "{mode}: {who} may make anyone cluster admin"
+                !associate(attacker, admin_policy, other_stack),
+                "{mode}: {who} may make anyone's entry cluster admin"
             );
             assert!(
-                !associate(connector, admin_view),
+                !associate(connector, admin_view, &stack),
                 "{mode}: {who} may associate any access policy"
             );
             assert!(
