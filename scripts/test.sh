@@ -21,6 +21,8 @@ if [ -f template.yaml ]; then
   # --skip-download: no call to Prisma Cloud (tests are hermetic).
   .venv-checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation \
     -f template.yaml $(find templates -name "*.yaml" -printf '-f %p ')
+  step "iam-lint: cfripper and parliament on every rendering (every finding justified on its resource)"
+  .venv-iam/bin/python scripts/iam_lint.py
 fi
 step "cargo test"
 results=$(mktemp)
