@@ -530,11 +530,12 @@ async fn handle(
             let Some(cluster) = s.clusters.get_mut(&cluster_key(name)) else {
                 return error(404, "ResourceNotFoundException", "No cluster found");
             };
+            // EKS refuses every access-entry call on a CONFIG_MAP cluster.
+            if cluster.mode == "CONFIG_MAP" {
+                return error(400, "InvalidRequestException", "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.");
+            }
             match (m, rest) {
                 ("POST", []) => {
-                    if cluster.mode == "CONFIG_MAP" {
-                        return error(400, "InvalidRequestException", "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.");
-                    }
                     let principal = body["principalArn"]
                         .as_str()
                         .unwrap_or_default()

@@ -322,13 +322,21 @@ pub async fn disassociate_if_ours(
     Ok(())
 }
 
-/// Deletes the entry for `principal_arn` if, and only if, it carries our tags.
+/// Deletes the entry for `principal_arn` if, and only if, it carries our tags. A CONFIG_MAP
+/// cluster holds no access entries (EKS refuses every access-entry call there): it is
+/// skipped with the reason, as on Create, not counted as a failure.
 pub async fn remove_if_ours(
     eks: &Client,
-    cluster: &str,
+    cluster: &ClusterInfo,
     principal_arn: &str,
     owner: &Owner,
 ) -> ClusterOutcome {
+    if cluster.mode == Some(AuthenticationMode::ConfigMap) {
+        return ClusterOutcome::Skipped(
+            "authentication mode is CONFIG_MAP: it holds no access entries".into(),
+        );
+    }
+    let cluster = cluster.name.as_str();
     match entry_ownership(eks, cluster, principal_arn, owner).await {
         Ok(Some(true)) => {}
         Ok(Some(false)) => return ClusterOutcome::Present { ours: false },

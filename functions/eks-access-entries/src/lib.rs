@@ -701,7 +701,7 @@ async fn pair(
     for cluster in clusters {
         let outcome = match action {
             Action::Remove => {
-                eks::remove_if_ours(eks, &cluster.name, &target.grant.principal_arn, owner).await
+                eks::remove_if_ours(eks, &cluster, &target.grant.principal_arn, owner).await
             }
             Action::Ensure => {
                 let outcome =
@@ -709,8 +709,7 @@ async fn pair(
                 if let Some(prev) = previous.map(|p| &p.grant).filter(|g| **g != target.grant) {
                     if prev.principal_arn != target.grant.principal_arn {
                         if let ClusterOutcome::Failed(why) =
-                            eks::remove_if_ours(eks, &cluster.name, &prev.principal_arn, owner)
-                                .await
+                            eks::remove_if_ours(eks, &cluster, &prev.principal_arn, owner).await
                         {
                             tracing::warn!(cluster = %cluster.name, reason = %why, "old entry not removed");
                         }

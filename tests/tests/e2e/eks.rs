@@ -158,6 +158,13 @@ async fn create_covers_every_account_region_and_mode_and_delete_removes_only_its
         .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert_eq!(deleted["Data"]["Removed"], "17");
+    // A CONFIG_MAP cluster holds no entries: skipped with the reason, never "failed".
+    assert_eq!(deleted["Data"]["Failed"], "0", "{deleted}");
+    assert_eq!(deleted["Data"]["Skipped"], "3", "one CONFIG_MAP cluster per account");
+    assert!(deleted["Data"]["SkipReasons"]
+        .as_str()
+        .unwrap()
+        .contains("CONFIG_MAP: it holds no access entries"));
     assert_eq!(b.ours(CONNECTOR), 0);
     let theirs = &b.eks.entries(&b.accounts[1], "eu-west-1", "api")[CONNECTOR];
     assert_eq!(
