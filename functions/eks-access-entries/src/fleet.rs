@@ -7,8 +7,12 @@ use aws_credential_types::Credentials;
 use custom_resource::aws::ApiError;
 use org_info::api::{AwsOrgApi, OrgApi};
 use std::future::Future;
+use std::sync::Arc;
 
 pub trait Fleet: Send + Sync + 'static {
+    /// Learns the function's own account from its ARN (the invocation carries it), so that
+    /// no call is needed to find it.
+    fn learn_own_account(&self, _invoked_function_arn: &str) {}
     fn own_account(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
     /// ACTIVE accounts of the organization, management account included.
     fn active_accounts(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
@@ -25,7 +29,8 @@ pub trait Fleet: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct AwsFleet {
     pub base: SdkConfig,
-    pub own_account: String,
+    /// From the first invocation's function ARN; asked of STS only if never learned.
+    own_account: Arc<tokio::sync::OnceCell<String>>,
     /// Organizations and Account reads, shared with Custom::OrganizationInfo.
     pub org: AwsOrgApi,
     /// Tests point EKS at a local fake; production leaves it unset.
@@ -33,21 +38,35 @@ pub struct AwsFleet {
 }
 
 impl AwsFleet {
+    /// No network call: the clients are built, the account is learnt on first use.
     pub async fn new(base: SdkConfig, eks_endpoint: Option<String>) -> Result<Self, ApiError> {
-        let org = AwsOrgApi::new(&base);
-        let own_account = org.caller_account().await?;
         Ok(AwsFleet {
-            org,
-            own_account,
+            org: AwsOrgApi::new(&base),
+            own_account: Arc::new(tokio::sync::OnceCell::new()),
             base,
             eks_endpoint,
         })
     }
 }
 
+/// The account of `arn:<partition>:lambda:<region>:<account>:function:<name>`.
+fn account_of(function_arn: &str) -> Option<&str> {
+    let account = function_arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
+}
+
 impl Fleet for AwsFleet {
+    fn learn_own_account(&self, invoked_function_arn: &str) {
+        if let Some(account) = account_of(invoked_function_arn) {
+            let _ = self.own_account.set(account.to_string());
+        }
+    }
+
     async fn own_account(&self) -> Result<String, ApiError> {
-        Ok(self.own_account.clone())
+        self.own_account
+            .get_or_try_init(|| self.org.caller_account())
+            .await
+            .cloned()
     }
 
     async fn active_accounts(&self) -> Result<Vec<String>, ApiError> {
@@ -59,7 +78,7 @@ impl Fleet for AwsFleet {
     }
 
     async fn config_for(&self, account: &str, member_role: &str) -> Result<SdkConfig, ApiError> {
-        if account == self.own_account {
+        if account == self.own_account().await? {
             return Ok(self.base.clone());
         }
         let creds = self
@@ -101,5 +120,31 @@ impl Fleet for AwsFleet {
             builder = builder.endpoint_url(endpoint);
         }
         aws_sdk_eks::Client::from_conf(builder.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_is_read_from_a_lambda_function_arn() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:apono-eks-prod";
+        assert_eq!(account_of(arn), Some("123456789012"));
+        assert_eq!(account_of("arn:aws:lambda:eu-west-1::function:x"), None);
+        assert_eq!(account_of("not an arn"), None);
+    }
+
+    /// The cold start makes no STS call: the account comes from the invocation.
+    #[tokio::test]
+    async fn a_learnt_account_needs_no_network() {
+        let unreachable = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9") // the discard port: nothing answers there
+            .build();
+        let fleet = AwsFleet::new(unreachable, None).await.unwrap();
+        fleet.learn_own_account("arn:aws:lambda:us-east-1:210987654321:function:f");
+        assert_eq!(fleet.own_account().await.unwrap(), "210987654321");
     }
 }

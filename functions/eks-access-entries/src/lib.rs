@@ -586,6 +586,7 @@ impl<F: Fleet> EksAccessEntries<F> {
     }
 
     async fn operate(&self, ctx: &Context, req: &Request<EksProps>) -> HandlerResult<Outcome> {
+        self.fleet.learn_own_account(&ctx.invoked_function_arn);
         let owner = Owner {
             stack_id: req.stack_id.clone(),
             logical_id: req.logical_resource_id.clone(),
@@ -793,6 +794,7 @@ impl<F: Fleet> EksAccessEntries<F> {
                 input.stack_id
             )));
         }
+        self.fleet.learn_own_account(&ctx.invoked_function_arn);
         let owner = Owner {
             stack_id: input.stack_id.clone(),
             logical_id: input.logical_resource_id.clone(),

@@ -1,3 +1,7 @@
+// The runtime future nests the SDK and fan-out futures deeply; laying it out needs more
+// than the default 128 levels of query depth.
+#![recursion_limit = "256"]
+
 use custom_resource::{Context, Runtime, RuntimeConfig};
 use eks_access_entries::continuation::SelfInvoke;
 use eks_access_entries::eks::Grant;

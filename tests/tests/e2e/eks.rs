@@ -160,7 +160,10 @@ async fn create_covers_every_account_region_and_mode_and_delete_removes_only_its
     assert_eq!(deleted["Data"]["Removed"], "17");
     // A CONFIG_MAP cluster holds no entries: skipped with the reason, never "failed".
     assert_eq!(deleted["Data"]["Failed"], "0", "{deleted}");
-    assert_eq!(deleted["Data"]["Skipped"], "3", "one CONFIG_MAP cluster per account");
+    assert_eq!(
+        deleted["Data"]["Skipped"], "3",
+        "one CONFIG_MAP cluster per account"
+    );
     assert!(deleted["Data"]["SkipReasons"]
         .as_str()
         .unwrap()
