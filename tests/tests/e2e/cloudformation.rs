@@ -312,16 +312,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
         }
         let r = rendering(&scenario);
         let role = function_role(t, "EksAccessEntriesFunction").unwrap();
-        let function_policies: Vec<Value> = bench::template::substitute(
-            &t["Resources"][role.as_str()]["Properties"]["Policies"],
-            &r,
-        )
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["PolicyDocument"].clone())
-        .collect();
+        let function_policies = documents(t, &role, &r);
         let connector = bench::template::substitute(
             &t["Resources"]["EksAccessEntriesFunction"]["Properties"]["Environment"]["Variables"]
                 ["EKS_GRANT_PRINCIPAL_ARN"],
@@ -342,16 +333,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
             ("OwnerStackId", &stack),
         ];
         let m = bench::template::Rendering::in_account(&member, &parameters, "222222222222");
-        let member_policies: Vec<Value> = bench::template::substitute(
-            &member["Resources"]["EksAccessEntriesRole"]["Properties"]["Policies"],
-            &m,
-        )
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["PolicyDocument"].clone())
-        .collect();
+        let member_policies = documents(&member, "EksAccessEntriesRole", &m);
         for (who, policies, account) in [
             ("the function's role", &function_policies, "111111111111"),
             ("the member role", &member_policies, "222222222222"),
