@@ -17,7 +17,6 @@
 use crate::template::Rendering;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 /// The functions CloudFormation accepts inside `Rules`; anything else is a template format error.
 pub const RULE_FUNCTIONS: &[&str] = &[
@@ -38,18 +37,10 @@ pub const RULE_FUNCTIONS: &[&str] = &[
 /// `file` as CloudFormation receives it from `sam deploy`: after the SAM transform (the pinned
 /// samtranslator, offline), as JSON.
 pub fn transformed_template(file: &str) -> Value {
-    let root = crate::workspace_root();
-    let out = Command::new(crate::venv_tool("python"))
-        .arg(root.join("scripts/sam_transform.py"))
-        .arg(root.join(file))
-        .output()
-        .expect("run scripts/sam_transform.py (scripts/bootstrap.sh creates .venv)");
-    assert!(
-        out.status.success(),
-        "SAM transform failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the transform prints JSON")
+    crate::template::python_json(
+        "scripts/sam_transform.py",
+        &crate::workspace_root().join(file),
+    )
 }
 
 /// The functions used in `Rules` that CloudFormation refuses, with where they are.

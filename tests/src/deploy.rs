@@ -232,13 +232,7 @@ impl Stack {
         let mut running: Running = FuturesUnordered::new();
         loop {
             if failure.is_none() {
-                let mut ready: Vec<String> = pending
-                    .iter()
-                    .filter(|r| graph.deps[*r].iter().all(|d| complete.contains(d)))
-                    .cloned()
-                    .collect();
-                rng.shuffle(&mut ready);
-                for name in ready {
+                for name in ready(&graph, &pending, &complete, &mut rng) {
                     pending.remove(&name);
                     let props = self.properties(&rendering, &name);
                     let kind = self.resource_type(&name);
@@ -326,13 +320,7 @@ impl Stack {
         let mut running: Running = FuturesUnordered::new();
         loop {
             if failure.is_none() {
-                let mut ready: Vec<String> = pending
-                    .iter()
-                    .filter(|r| graph.deps[*r].iter().all(|d| complete.contains(d)))
-                    .cloned()
-                    .collect();
-                rng.shuffle(&mut ready);
-                for name in ready {
+                for name in ready(&graph, &pending, &complete, &mut rng) {
                     pending.remove(&name);
                     let props = self.properties(&rendering, &name);
                     let kind = self.resource_type(&name);
@@ -544,4 +532,21 @@ impl Stack {
             })
             .collect()
     }
+}
+
+/// The pending resources whose dependencies are all complete, in an order shuffled by the
+/// seed: CloudFormation starts them together, in no documented order.
+fn ready(
+    graph: &Graph,
+    pending: &BTreeSet<String>,
+    complete: &BTreeSet<String>,
+    rng: &mut fastrand::Rng,
+) -> Vec<String> {
+    let mut ready: Vec<String> = pending
+        .iter()
+        .filter(|r| graph.deps[*r].iter().all(|d| complete.contains(d)))
+        .cloned()
+        .collect();
+    rng.shuffle(&mut ready);
+    ready
 }

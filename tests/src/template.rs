@@ -12,18 +12,24 @@ pub fn template_json(file: &str) -> Value {
 
 /// [`template_json`] of a file anywhere (a StackSet's template body written out).
 pub fn template_json_at(path: &std::path::Path) -> Value {
+    python_json("scripts/template_json.py", path)
+}
+
+/// Runs one of the project's Python scripts (in .venv) on `file` and reads the JSON it prints.
+pub fn python_json(script: &str, file: &std::path::Path) -> Value {
     let root = crate::workspace_root();
     let out = Command::new(crate::venv_tool("python"))
-        .arg(root.join("scripts/template_json.py"))
-        .arg(path)
+        .arg(root.join(script))
+        .arg(file)
         .output()
-        .expect("run scripts/template_json.py (scripts/bootstrap.sh creates .venv)");
+        .unwrap_or_else(|e| panic!("run {script} ({e}): scripts/bootstrap.sh creates .venv"));
     assert!(
         out.status.success(),
-        "{}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} did not print JSON: {e}"))
 }
 
 /// Values a user would give, where the default is not what a typical install uses.
