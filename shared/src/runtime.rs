@@ -491,8 +491,8 @@ async fn decide<R: CustomResource, C: Continuation>(
     // The chain's budget: what is left of ServiceTimeout since the chain began, less the
     // runtime's margin. It caps this invocation's deadline like the Lambda timeout does.
     let service_timeout = service_timeout_secs(&event);
-    let chain_left_ms = (chain_started_ms + service_timeout * 1000).saturating_sub(now_ms) as u128;
-    let chain_deadline = (Instant::now() + Duration::from_millis(chain_left_ms as u64))
+    let chain_left_ms = (chain_started_ms + service_timeout * 1000).saturating_sub(now_ms);
+    let chain_deadline = (Instant::now() + Duration::from_millis(chain_left_ms))
         .checked_sub(margin)
         .unwrap_or_else(Instant::now);
     let service_timeout_binds = chain_deadline < ctx.handler_deadline;
