@@ -133,8 +133,10 @@ struct World {
     /// its role's credentials.
     bin: PathBuf,
     env: Vec<(String, String)>,
-    /// Every function process started, with the secret key it was given (for the log scan).
-    started: RefCell<Vec<(Arc<Function>, String)>>,
+    /// Every function process started: its name, its output (which outlives the process) and
+    /// the secret key it was given, for the log scan. Not the process itself: a deleted
+    /// function's process stops when `LocalCloud` drops its handle.
+    started: RefCell<Vec<StartedFunction>>,
     regions: Vec<String>,
     sent: AtomicUsize,
 }
@@ -425,10 +427,11 @@ impl<'w> LocalCloud<'w> {
             )
             .await,
         );
-        self.world
-            .started
-            .borrow_mut()
-            .push((function.clone(), credentials.secret_access_key));
+        self.world.started.borrow_mut().push(StartedFunction {
+            name: name.to_string(),
+            output: function.output.clone(),
+            secret: credentials.secret_access_key,
+        });
         self.functions
             .borrow_mut()
             .insert(arn.to_string(), function);
@@ -1456,12 +1459,19 @@ async fn lifecycle(
     w.started
         .take()
         .into_iter()
-        .map(|(function, secret)| FunctionLog {
-            name: function.name.clone(),
-            text: function.output_text(),
-            secret,
+        .map(|started| FunctionLog {
+            name: started.name,
+            text: started.output.lock().unwrap().join("\n"),
+            secret: started.secret,
         })
         .collect()
+}
+
+/// A function process as the log scan needs it: its output outlives the process.
+struct StartedFunction {
+    name: String,
+    output: Arc<std::sync::Mutex<Vec<String>>>,
+    secret: String,
 }
 
 /// What one function process wrote, and the secret access key it was given.
