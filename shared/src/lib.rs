@@ -184,9 +184,9 @@ pub trait CustomResource: Send + Sync + 'static {
         request: &Request<Self::Properties>,
     ) -> impl Future<Output = HandlerResult<Outcome>> + Send;
 
-    /// The physical ID a Create of this request answers with, when it is known before the
-    /// work starts. A resource whose Create makes things step by step returns it: every
-    /// failed Create (an error, a panic, the Lambda timeout, the ServiceTimeout of a
+    /// The physical ID a failed Create of this request answers with; asked once the handler
+    /// has stopped, so it may depend on what the handler got to. A resource whose Create makes
+    /// things step by step returns it: every failed Create (an error, a panic, the Lambda timeout, the ServiceTimeout of a
     /// continuation chain, a failed hand-over) then answers with it instead of the
     /// failed-Create marker, so that CloudFormation's rollback sends a Delete the handler acts
     /// on and nothing made so far is left behind. `None` (the default): a failed Create made

@@ -441,7 +441,7 @@ async fn decide<R: CustomResource, C: Continuation>(
         .filter(|started| continuation_state.is_some() && *started <= now_ms)
         .unwrap_or(now_ms);
     // The ID to answer with when things go wrong: the existing one, or the marker on Create.
-    let mut fallback_id = match (kind, &env.physical_resource_id) {
+    let fallback_id = match (kind, &env.physical_resource_id) {
         (RequestKind::Create, _) | (_, None) => marker(),
         (_, Some(id)) => id.clone(),
     };
@@ -482,11 +482,14 @@ async fn decide<R: CustomResource, C: Continuation>(
         old_properties,
         continuation: continuation_state,
     };
-    if kind == RequestKind::Create {
-        if let Some(id) = resource.create_physical_id(&request) {
-            fallback_id = id;
-        }
-    }
+    let request = Arc::new(request);
+    // Asked once the Create has failed, so that it can tell what the handler got to.
+    let failed_id = || match kind {
+        RequestKind::Create => resource
+            .create_physical_id(&request)
+            .unwrap_or_else(|| fallback_id.clone()),
+        _ => fallback_id.clone(),
+    };
 
     // The chain's budget: what is left of ServiceTimeout since the chain began, less the
     // runtime's margin. It caps this invocation's deadline like the Lambda timeout does.
@@ -502,7 +505,7 @@ async fn decide<R: CustomResource, C: Continuation>(
     };
     let out_of_time = || {
         Answer::failed(
-            fallback_id.clone(),
+            failed_id(),
             match service_timeout_binds {
                 true => format!(
                     "the work did not finish within the resource's ServiceTimeout \
@@ -524,12 +527,13 @@ async fn decide<R: CustomResource, C: Continuation>(
 
     let task_resource = resource.clone();
     let task_ctx = ctx.clone();
+    let task_request = request.clone();
     // A spawned task turns a panic into a JoinError instead of taking the process down.
     let mut task = tokio::spawn(async move {
-        match request.kind {
-            RequestKind::Create => task_resource.create(&task_ctx, &request).await,
-            RequestKind::Update => task_resource.update(&task_ctx, &request).await,
-            RequestKind::Delete => task_resource.delete(&task_ctx, &request).await,
+        match task_request.kind {
+            RequestKind::Create => task_resource.create(&task_ctx, &task_request).await,
+            RequestKind::Update => task_resource.update(&task_ctx, &task_request).await,
+            RequestKind::Delete => task_resource.delete(&task_ctx, &task_request).await,
         }
     });
     let joined = tokio::select! {
@@ -550,7 +554,7 @@ async fn decide<R: CustomResource, C: Continuation>(
                 Err(_) => "internal error: the handler task was cancelled".to_string(),
             };
             tracing::error!(reason = %reason, "handler panicked");
-            return Some(Answer::failed(fallback_id, reason));
+            return Some(Answer::failed(failed_id(), reason));
         }
     };
     match result {
@@ -583,12 +587,12 @@ async fn decide<R: CustomResource, C: Continuation>(
             match continuation.continue_with(ctx, next).await {
                 Ok(()) => None,
                 Err(err) => Some(Answer::failed(
-                    fallback_id,
+                    failed_id(),
                     format!("could not continue the work in a new invocation: {err}"),
                 )),
             }
         }
-        Err(err) => Some(Answer::failed(fallback_id, error_chain(err.as_ref()))),
+        Err(err) => Some(Answer::failed(failed_id(), error_chain(err.as_ref()))),
     }
 }
 

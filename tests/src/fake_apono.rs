@@ -25,6 +25,9 @@ pub enum ApiFault {
     },
     /// The next integration POST is carried out, but its answer is lost (a 502 instead).
     PostAppliedAnswerLost,
+    /// The next integration POST is carried out at once, and answered only after this long
+    /// (past the caller's deadline, or after its process was killed).
+    PostAppliedAnswerAfter(Duration),
 }
 
 #[derive(Default)]
@@ -44,6 +47,10 @@ struct Inner {
     endless_cursor: bool,
     /// The next integration POST is carried out and answered 502.
     lose_post_answer: bool,
+    /// The next integration POST is carried out and answered after this delay.
+    delay_post_answer: Option<Duration>,
+    /// How long to hold the answer being sent.
+    hold_answer: Option<Duration>,
     latency: Duration,
     log: Vec<(String, String)>,
 }
@@ -158,9 +165,23 @@ fn create(s: &mut Inner, body: &Value) -> Value {
         "connector_id": body["connector_id"],
         "integration_config": body.get("integration_config").cloned().unwrap_or(json!({})),
         "connected_resource_types": body.get("connected_resource_types").cloned().unwrap_or(json!([])),
+        "custom_access_details": body.get("custom_access_details").cloned().unwrap_or(Value::Null),
     });
     s.integrations.push(integration.clone());
     integration
+}
+
+/// The spec: `custom_access_details` holds at most 400 characters.
+fn check_access_details(body: &Value) -> Option<Response> {
+    body["custom_access_details"]
+        .as_str()
+        .filter(|text| text.chars().count() > 400)
+        .map(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "custom_access_details is longer than 400 characters",
+            )
+        })
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -186,6 +207,21 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let response = answer(&inner, method, uri, headers, body);
+    let hold = inner.lock().unwrap().hold_answer.take();
+    if let Some(delay) = hold {
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
+fn answer(
+    inner: &Mutex<Inner>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut s = inner.lock().unwrap();
     let authorized = headers
         .get("authorization")
@@ -208,6 +244,10 @@ async fn handle(
             s.faults.pop_front();
             s.lose_post_answer = true;
         }
+        Some(ApiFault::PostAppliedAnswerAfter(delay)) => {
+            s.delay_post_answer = Some(*delay);
+            s.faults.pop_front();
+        }
         _ => {}
     }
     if let Some(fault) = s.faults.pop_front() {
@@ -219,7 +259,9 @@ async fn handle(
                 "slow down",
             )
                 .into_response(),
-            ApiFault::EndlessCursor | ApiFault::PostAppliedAnswerLost => {
+            ApiFault::EndlessCursor
+            | ApiFault::PostAppliedAnswerLost
+            | ApiFault::PostAppliedAnswerAfter(_) => {
                 unreachable!("taken above")
             }
             ApiFault::HugeBody { bytes } => {
@@ -326,10 +368,21 @@ async fn handle(
                     "integration_config values must be strings",
                 );
             }
+            // The spec: a name is "unique" in the account.
+            if s.integrations.iter().any(|i| i["name"] == body["name"]) {
+                return error(
+                    StatusCode::CONFLICT,
+                    "an integration with this name already exists",
+                );
+            }
+            if let Some(refusal) = check_access_details(&body) {
+                return refusal;
+            }
             let created = create(&mut s, &body);
             if std::mem::take(&mut s.lose_post_answer) {
                 return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
             }
+            s.hold_answer = s.delay_post_answer.take();
             // The spec answers a created IntegrationV4 with 200.
             axum::Json(created).into_response()
         }
@@ -341,15 +394,33 @@ async fn handle(
         }
         ("PUT", ["api", "admin", "v4", "integrations", id]) => {
             let body = json_body();
-            if body.get("type").is_some() || body.get("connector_id").is_some() {
+            // UpdateIntegrationV4 has no `type`; `connector_id` may change.
+            if body.get("type").is_some() {
+                return error(StatusCode::BAD_REQUEST, "type cannot be updated");
+            }
+            if let Some(refusal) = check_access_details(&body) {
+                return refusal;
+            }
+            let taken = s
+                .integrations
+                .iter()
+                .any(|i| i["name"] == body["name"] && i["id"] != *id);
+            if taken {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "type and connector_id cannot be updated",
+                    StatusCode::CONFLICT,
+                    "an integration with this name already exists",
                 );
             }
             match s.integrations.iter_mut().find(|i| i["id"] == *id) {
                 Some(i) => {
                     i["name"] = body["name"].clone();
+                    if let Some(connector) = body.get("connector_id").filter(|c| !c.is_null()) {
+                        i["connector_id"] = connector.clone();
+                    }
+                    i["custom_access_details"] = body
+                        .get("custom_access_details")
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     i["integration_config"] =
                         body.get("integration_config").cloned().unwrap_or(json!({}));
                     i["connected_resource_types"] = body

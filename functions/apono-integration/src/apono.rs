@@ -38,10 +38,22 @@ pub struct Integration {
     pub status: Option<String>,
     #[serde(default)]
     pub connector_id: Option<String>,
+    /// The note Apono shows to requesters; also where this stack marks what it made.
+    #[serde(default)]
+    pub custom_access_details: Option<String>,
 }
 
-/// What we ask Apono to hold. On PUT (a full replace) `type` and `connector_id` are left out:
-/// the API cannot change them in place.
+impl Integration {
+    /// Whether the note carries this owner mark (see `OwnerMark` in the crate root).
+    pub fn carries(&self, mark: &str) -> bool {
+        self.custom_access_details
+            .as_deref()
+            .is_some_and(|note| note.contains(mark))
+    }
+}
+
+/// What we ask Apono to hold. On PUT (a full replace) `type` is left out: the API cannot
+/// change it in place (its `UpdateIntegrationV4` has no `type`, but has `connector_id`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IntegrationSpec {
     pub name: String,
@@ -53,6 +65,8 @@ pub struct IntegrationSpec {
     pub integration_config: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connected_resource_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_access_details: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,12 +145,9 @@ impl AponoClient {
         }
     }
 
-    /// Integrations with this exact name on this connector, every page read.
-    pub async fn find_integrations(
-        &self,
-        name: &str,
-        connector_id: &str,
-    ) -> Result<Vec<Integration>, AponoError> {
+    /// Integrations with exactly this name (on any connector: names are unique in an Apono
+    /// account), every page read.
+    pub async fn find_integrations(&self, name: &str) -> Result<Vec<Integration>, AponoError> {
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]
@@ -159,11 +170,7 @@ impl AponoClient {
             reason,
         };
         for _ in 0..MAX_PAGES {
-            let mut query = vec![
-                ("name", name.to_string()),
-                ("connector_id", connector_id.to_string()),
-                ("limit", PAGE_SIZE.to_string()),
-            ];
+            let mut query = vec![("name", name.to_string()), ("limit", PAGE_SIZE.to_string())];
             if let Some(t) = &token {
                 query.push(("page_token", t.clone()));
             }
@@ -172,11 +179,8 @@ impl AponoClient {
                 .await?
                 .unwrap_or(Value::Null);
             let page: Page = decode(&Method::GET, path, body)?;
-            found.extend(
-                page.items
-                    .into_iter()
-                    .filter(|i| i.name == name && i.connector_id.as_deref() == Some(connector_id)),
-            );
+            // The name filter is a search ("*" is a wildcard): keep exact matches only.
+            found.extend(page.items.into_iter().filter(|i| i.name == name));
             token = page
                 .pagination
                 .and_then(|p| p.next_page_token)
@@ -193,52 +197,59 @@ impl AponoClient {
     }
 
     /// Creates the integration once. A POST is not idempotent: when an attempt ends without a
-    /// clear answer (a timeout, a 5xx, a 429) Apono may still have created it, so before
-    /// trying again the list is searched for it, and what is found is the one created here.
-    /// `other_than` is an integration of the same name that must not be taken for it (the one
-    /// a replacement supersedes).
+    /// clear answer (a timeout, a 5xx, a 429) Apono may still have created it, and when it is
+    /// refused (a name already taken) another delivery of the same Create may have created it.
+    /// Either way the list is searched first, and an integration carrying `mark` is the one
+    /// created here; only then is the POST tried again.
     pub async fn create_integration(
         &self,
         spec: &IntegrationSpec,
-        other_than: Option<&str>,
+        mark: &str,
     ) -> Result<Integration, AponoError> {
         let path = "/api/admin/v4/integrations";
         let body = serde_json::to_value(spec).expect("a spec serializes");
-        let connector = spec.connector_id.as_deref().unwrap_or_default();
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self
+            let failure = match self
                 .call_with(Method::POST, path, &[], Some(body.clone()), false)
                 .await
             {
                 Ok(answer) => return decode(&Method::POST, path, answer.unwrap_or(Value::Null)),
-                Err(AponoError::Unavailable { last, .. }) => {
-                    let applied = self.find_integrations(&spec.name, connector).await?;
-                    if let Some(made) = applied
-                        .into_iter()
-                        .find(|i| Some(i.id.as_str()) != other_than)
-                    {
-                        tracing::info!(integration = %made.id, error = %last, "the POST was applied although its answer was lost");
-                        return Ok(made);
-                    }
-                    let delay = jitter(backoff);
-                    if Instant::now()
-                        .checked_add(delay)
-                        .is_none_or(|at| at >= self.deadline)
-                    {
-                        return Err(AponoError::Unavailable {
-                            method: Method::POST,
-                            path: path.to_string(),
-                            attempts: 1,
-                            last,
-                        });
-                    }
-                    tracing::warn!(error = %last, delay_ms = delay.as_millis() as u64, "Apono API POST failed and created nothing, retrying");
-                    tokio::time::sleep(delay).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(8));
-                }
+                Err(e @ (AponoError::Unavailable { .. } | AponoError::Client { .. })) => e,
                 Err(other) => return Err(other),
+            };
+            let ours = self.find_integrations(&spec.name).await?;
+            if let Some(made) = ours.into_iter().find(|i| i.carries(mark)) {
+                tracing::info!(integration = %made.id, error = %failure, "the integration was created by this attempt or another delivery of it");
+                return Ok(made);
             }
+            let AponoError::Unavailable { last, .. } = failure else {
+                return Err(failure);
+            };
+            let delay = jitter(backoff);
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|at| at >= self.deadline)
+            {
+                return Err(AponoError::Unavailable {
+                    method: Method::POST,
+                    path: path.to_string(),
+                    attempts: 1,
+                    last,
+                });
+            }
+            tracing::warn!(error = %last, delay_ms = delay.as_millis() as u64, "Apono API POST failed and created nothing, retrying");
+            tokio::time::sleep(delay).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
+        }
+    }
+
+    /// `None` when the integration no longer exists.
+    pub async fn integration(&self, id: &str) -> Result<Option<Integration>, AponoError> {
+        let path = format!("/api/admin/v4/integrations/{}", encode(id));
+        match self.call(Method::GET, &path, &[], None).await? {
+            None => Ok(None),
+            Some(body) => decode(&Method::GET, &path, body).map(Some),
         }
     }
 

@@ -7,12 +7,14 @@ pub mod token;
 
 use apono::{AponoClient, AponoError, Integration, IntegrationSpec};
 use custom_resource::props::{opt_number, opt_string, string_list};
+use custom_resource::response::truncate_utf8;
 use custom_resource::{
     ids, Context, CustomResource, HandlerResult, Outcome, Output, Properties, PropertyError,
     Request,
 };
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 use token::{TokenError, TokenSource};
 use url::Url;
@@ -133,14 +135,16 @@ impl AponoProps {
             .unwrap_or(DEFAULT_INTEGRATION_TYPE)
     }
 
-    /// The body for POST (with type and connector) or PUT (without).
-    pub fn spec(&self, for_create: bool) -> IntegrationSpec {
+    /// The body for POST (with the type) or PUT (without: the type cannot change in place),
+    /// with the owner's note.
+    pub fn spec(&self, for_create: bool, note: Option<String>) -> IntegrationSpec {
         IntegrationSpec {
             name: self.name().unwrap_or_default(),
             kind: for_create.then(|| self.kind().to_string()),
-            connector_id: for_create.then(|| self.connector_id.clone()),
+            connector_id: Some(self.connector_id.clone()),
             integration_config: self.integration_config.clone(),
             connected_resource_types: self.connected_resource_types.clone(),
+            custom_access_details: note,
         }
     }
 
@@ -151,6 +155,46 @@ impl AponoProps {
         )
     }
 }
+
+/// How an integration is known to be this resource's own. Apono integrations carry no tags;
+/// what marks one is a sentence in its `custom_access_details` (the note Apono shows to
+/// requesters, at most 400 characters) naming the stack by its unique ID (a stack re-created
+/// under the same name is another owner) and the resource's logical ID. Integration names are
+/// unique in an Apono account, so a Create that finds its name taken by an integration with
+/// this mark is meeting its own earlier attempt (a process killed after its POST, a second
+/// delivery of the event), not something to adopt; and a failed Create's rollback can find
+/// and remove what a POST left behind without its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerMark(String);
+
+impl OwnerMark {
+    pub fn of(stack_id: &str, logical_id: &str) -> Self {
+        // arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/UUID: the UUID is the stack's own.
+        let stack = stack_id.rsplit('/').next().unwrap_or(stack_id);
+        OwnerMark(format!(
+            "(stack {}, resource {})",
+            truncate_utf8(stack, 64),
+            truncate_utf8(logical_id, 255)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The whole note: at most 30 + 338 + 25 characters, within Apono's 400.
+    pub fn note(&self) -> String {
+        format!(
+            "Managed by AWS CloudFormation {}: change it in the stack.",
+            self.0
+        )
+    }
+}
+
+/// The physical ID of a failed Create whose POST may have been carried out without its answer
+/// reaching us: `pending:<name>`. The rollback's Delete removes an integration of that name
+/// only if it carries this resource's [`OwnerMark`].
+pub const PENDING_PREFIX: &str = "pending:";
 
 /// Whether this resource created the integration (and so may delete it) or found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +264,10 @@ pub enum RegistrationError {
     },
     #[error("integration {0} no longer exists in Apono: delete and recreate this resource (or the stack) to register it again")]
     Vanished(String),
+    #[error("an integration named {name:?} already exists on connector {connector}, and Apono integration names are unique: choose another IntegrationName (or use that connector to adopt it)")]
+    NameTaken { name: String, connector: String },
+    #[error("changing IntegrationType means a new integration, and Apono integration names are unique: {name:?} is held by integration {id}, which the change replaces; change IntegrationName as well (the stack then registers the new integration and removes the old one)")]
+    NameHeldByReplaced { name: String, id: String },
     #[error("physical ID {0:?} was not written by this function; nothing was changed")]
     ForeignPhysicalId(String),
     #[error("refused: ApiUrl host {0:?} is not Apono's (apono.io), and the API token is sent only to Apono; another host must be named in the function's own configuration ({ALLOWED_HOSTS_ENV}), not in the event")]
@@ -238,6 +286,9 @@ pub struct AponoIntegration<T> {
     pub http: reqwest::Client,
     /// Extra hosts the token may go to (see [`ALLOWED_HOSTS_ENV`]).
     pub allowed_hosts: Vec<String>,
+    /// Request IDs of Creates whose POST has been sent in this process: a failed Create among
+    /// them answers with a [`PENDING_PREFIX`] physical ID.
+    posted: Mutex<HashSet<String>>,
 }
 
 impl<T: TokenSource> AponoIntegration<T> {
@@ -246,6 +297,7 @@ impl<T: TokenSource> AponoIntegration<T> {
             tokens,
             http: apono::http_client(),
             allowed_hosts: Vec::new(),
+            posted: Mutex::default(),
         }
     }
 
@@ -335,24 +387,44 @@ impl<T: TokenSource> AponoIntegration<T> {
         }
     }
 
-    /// Create's work: adopt an integration with this name on this connector, or create one.
-    /// `replacing` is the integration a replacement supersedes: never a candidate for adoption
-    /// (CloudFormation deletes it once the replacement succeeds).
+    /// Create's work: take over this resource's own integration left by an earlier attempt,
+    /// adopt another of this name on this connector, or create one. `replacing` is the
+    /// integration a replacement supersedes (CloudFormation deletes it once the replacement
+    /// succeeds): never a candidate.
     async fn register(
         &self,
         ctx: &Context,
-        props: &AponoProps,
-        replacing: Option<&str>,
+        req: &Request<AponoProps>,
+        replacing: Option<&Integration>,
     ) -> Result<Output, RegistrationError> {
+        let props = &req.properties;
         let api = self.client(ctx, props).await?;
         self.wait_for_connector(ctx, &api, props).await?;
         let name = props.name().expect("validated");
-        let existing = api.find_integrations(&name, &props.connector_id).await?;
-        if let Some(found) = existing.iter().find(|i| Some(i.id.as_str()) != replacing) {
+        if let Some(old) = replacing.filter(|old| old.name == name) {
+            return Err(RegistrationError::NameHeldByReplaced {
+                name,
+                id: old.id.clone(),
+            });
+        }
+        let mark = OwnerMark::of(&req.stack_id, &req.logical_resource_id);
+        let existing = api.find_integrations(&name).await?;
+        let mut others = existing
+            .iter()
+            .filter(|i| Some(i.id.as_str()) != replacing.map(|r| r.id.as_str()));
+        if let Some(found) = others.clone().find(|i| i.carries(mark.as_str())) {
+            tracing::info!(integration = %found.id, "this resource's own integration, made by an earlier attempt of this Create");
+            return Ok(output(Ownership::Created, found));
+        }
+        if let Some(found) = others.next() {
+            let connector = found.connector_id.clone().unwrap_or_default();
+            if connector != props.connector_id {
+                return Err(RegistrationError::NameTaken { name, connector });
+            }
             if found.kind != props.kind() {
                 return Err(RegistrationError::TypeClash {
                     name,
-                    connector: props.connector_id.clone(),
+                    connector,
                     existing: found.kind.clone(),
                     wanted: props.kind().to_string(),
                 });
@@ -360,9 +432,45 @@ impl<T: TokenSource> AponoIntegration<T> {
             tracing::info!(integration = %found.id, "adopting the existing integration; Delete will leave it");
             return Ok(output(Ownership::Adopted, found));
         }
-        let created = api.create_integration(&props.spec(true), replacing).await?;
+        self.posted_for(&req.request_id, true);
+        let spec = props.spec(true, Some(mark.note()));
+        let created = api.create_integration(&spec, mark.as_str()).await?;
+        self.posted_for(&req.request_id, false);
         tracing::info!(integration = %created.id, "integration created");
         Ok(output(Ownership::Created, &created))
+    }
+
+    fn posted_for(&self, request_id: &str, sent: bool) -> bool {
+        let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
+        match sent {
+            true => posted.insert(request_id.to_string()),
+            false => posted.remove(request_id),
+        }
+    }
+
+    /// The rollback of a Create that failed after its POST: removes the integration of that
+    /// name if it carries this resource's mark (it was created although its answer was lost).
+    async fn delete_pending(
+        &self,
+        ctx: &Context,
+        req: &Request<AponoProps>,
+        name: &str,
+    ) -> Result<(), RegistrationError> {
+        let api = self.client(ctx, &req.properties).await?;
+        let mark = OwnerMark::of(&req.stack_id, &req.logical_resource_id);
+        let found = api.find_integrations(name).await?;
+        let ours: Vec<_> = found.iter().filter(|i| i.carries(mark.as_str())).collect();
+        if ours.is_empty() {
+            tracing::info!(
+                name,
+                "the failed Create's POST created nothing: nothing to delete"
+            );
+        }
+        for integration in ours {
+            tracing::info!(integration = %integration.id, "removing what the failed Create's POST created");
+            api.delete_integration(&integration.id).await?;
+        }
+        Ok(())
     }
 }
 
@@ -370,7 +478,7 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
     type Properties = AponoProps;
 
     async fn create(&self, ctx: &Context, req: &Request<AponoProps>) -> HandlerResult<Outcome> {
-        Ok(self.register(ctx, &req.properties, None).await?.into())
+        Ok(self.register(ctx, req, None).await?.into())
     }
 
     async fn update(&self, ctx: &Context, req: &Request<AponoProps>) -> HandlerResult<Outcome> {
@@ -378,15 +486,6 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
         let (ownership, id) = Ownership::parse(physical_id)
             .ok_or_else(|| RegistrationError::ForeignPhysicalId(physical_id.into()))?;
         let new = &req.properties;
-        let old = req.old_properties.as_ref();
-        // Type and connector cannot change in place: register anew; CloudFormation then
-        // deletes the old physical ID (which removes the old integration only if we created it).
-        // Old properties that no longer parse are not taken as a replacement: a new physical ID
-        // would make CloudFormation delete the integration this resource still stands for.
-        if old.is_some_and(|o| o.kind() != new.kind() || o.connector_id != new.connector_id) {
-            return Ok(self.register(ctx, new, Some(id)).await?.into());
-        }
-        let unchanged = old.is_some_and(|o| o.spec(false) == new.spec(false));
         let keep = || {
             Output::keep()
                 .with("IntegrationId", id)
@@ -394,17 +493,39 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
                 .with("Status", "UNCHANGED")
                 .with("Ownership", ownership.as_str())
         };
+        // Old properties that no longer parse count as changed.
+        let unchanged = req.old_properties.as_ref().is_some_and(|old| {
+            old.kind() == new.kind() && old.spec(false, None) == new.spec(false, None)
+        });
         if unchanged {
             tracing::info!("no change: no Apono call");
             return Ok(keep().into());
+        }
+        let api = self.client(ctx, new).await?;
+        // The integration as it is, not as the old properties say: an update rollback sends
+        // the old type back, which is what the integration already has.
+        let Some(current) = api.integration(id).await? else {
+            if ownership == Ownership::Adopted {
+                tracing::info!(
+                    integration = id,
+                    "adopted integration is gone: nothing to change"
+                );
+                return Ok(keep().into());
+            }
+            return Err(RegistrationError::Vanished(id.into()).into());
+        };
+        if current.kind != new.kind() {
+            // A new integration (new physical ID); CloudFormation then deletes the old ID,
+            // which removes the old integration only if this resource created it.
+            return Ok(self.register(ctx, req, Some(&current)).await?.into());
         }
         if ownership == Ownership::Adopted {
             tracing::info!("adopted integration: left as it is");
             return Ok(keep().into());
         }
-        let api = self.client(ctx, new).await?;
+        let mark = OwnerMark::of(&req.stack_id, &req.logical_resource_id);
         let updated = api
-            .update_integration(id, &new.spec(false))
+            .update_integration(id, &new.spec(false, Some(mark.note())))
             .await?
             .ok_or_else(|| RegistrationError::Vanished(id.into()))?;
         Ok(output(Ownership::Created, &updated).into())
@@ -412,6 +533,10 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
 
     async fn delete(&self, ctx: &Context, req: &Request<AponoProps>) -> HandlerResult<Outcome> {
         let physical_id = req.physical_resource_id.as_deref().unwrap_or_default();
+        if let Some(name) = physical_id.strip_prefix(PENDING_PREFIX) {
+            self.delete_pending(ctx, req, name).await?;
+            return Ok(Output::keep().into());
+        }
         match Ownership::parse(physical_id) {
             Some((Ownership::Created, id)) => {
                 let api = self.client(ctx, &req.properties).await?;
@@ -425,5 +550,13 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
             None => tracing::warn!(physical_id, "not written by this function: nothing deleted"),
         }
         Ok(Output::keep().into())
+    }
+
+    /// A Create that fails after sending its POST (the answer lost, the deadline reached
+    /// while waiting for it) may have created the integration: its rollback must look.
+    fn create_physical_id(&self, req: &Request<AponoProps>) -> Option<String> {
+        let name = req.properties.name().ok()?;
+        self.posted_for(&req.request_id, false)
+            .then(|| format!("{PENDING_PREFIX}{name}"))
     }
 }

@@ -175,20 +175,36 @@ async fn an_existing_integration_is_adopted_and_left_alone_on_delete() {
     );
 }
 
+/// Every delivery of one Create, in this process or another, answers with the same
+/// integration, owned by the stack: whichever answer CloudFormation takes, Delete removes it.
 #[tokio::test]
-async fn duplicate_create_delivery_yields_one_integration() {
+async fn duplicate_create_delivery_yields_one_integration_owned_by_the_stack() {
     let b = bench().await;
     let event = Event::create(TYPE, &b.rx.url("dup")).properties(b.props());
     b.invoker.invoke(event.clone()).await.unwrap();
     b.invoker.invoke(event.clone()).await.unwrap();
     // The same event in another process (another Lambda container).
-    let elsewhere = Invoker::new(
+    elsewhere(&b).invoke(event).await.unwrap();
+    assert_eq!(b.apono.integrations().len(), 1);
+    let answers: Vec<Value> = b.rx.accepted().iter().map(|r| r.json()).collect();
+    assert_eq!(answers.len(), 3, "every delivery answered");
+    let physical = answers[0]["PhysicalResourceId"].as_str().unwrap();
+    assert!(physical.starts_with("created:"), "{physical}");
+    for answer in &answers {
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+        assert_eq!(answer["PhysicalResourceId"], physical, "{answer}");
+    }
+    b.send(Event::delete(TYPE, &b.rx.url("d"), physical).properties(b.props()))
+        .await;
+    assert!(b.apono.integrations().is_empty(), "Delete removed it");
+}
+
+/// Another Lambda container with its own handler state.
+fn elsewhere(b: &Bench) -> Invoker<AponoIntegration<SsmTokens>> {
+    Invoker::new(
         AponoIntegration::new(SsmTokens { ssm: b.ssm.clone() })
             .also_allowing(["127.0.0.1".to_string()]),
-    );
-    elsewhere.invoke(event).await.unwrap();
-    assert_eq!(b.apono.integrations().len(), 1);
-    assert_eq!(b.rx.accepted().len(), 3, "every delivery answered");
+    )
 }
 
 #[tokio::test]
@@ -365,7 +381,7 @@ async fn a_missing_ssm_parameter_fails_with_the_command_that_creates_it() {
 }
 
 #[tokio::test]
-async fn a_type_change_is_a_replacement_whose_old_integration_is_then_deleted() {
+async fn a_type_change_under_a_new_name_is_a_replacement_whose_old_integration_is_then_deleted() {
     let b = bench().await;
     let created = b.create(b.props()).await;
     let old_physical = created["PhysicalResourceId"].as_str().unwrap().to_string();
@@ -374,6 +390,7 @@ async fn a_type_change_is_a_replacement_whose_old_integration_is_then_deleted() 
         .unwrap()
         .to_string();
     let new_props = with(b.props(), "IntegrationType", json!("aws-account"));
+    let new_props = with(new_props, "IntegrationName", json!("apono-account"));
     let updated = b
         .send(
             Event::update(TYPE, &b.rx.url("u"), &old_physical)
@@ -391,6 +408,95 @@ async fn a_type_change_is_a_replacement_whose_old_integration_is_then_deleted() 
     assert!(b.apono.integration(&old_id).is_none());
     assert_eq!(b.apono.integrations().len(), 1);
     assert_eq!(b.apono.integrations()[0]["type"], "aws-account");
+}
+
+/// Apono integration names are unique, so a new type under the same name cannot coexist with
+/// the old integration: the Update is refused with what to do, nothing changes, and the
+/// update rollback (old properties back) succeeds without touching Apono's integration.
+#[tokio::test]
+async fn a_type_change_under_the_same_name_is_refused_and_its_rollback_succeeds() {
+    let b = bench().await;
+    let created = b.create(b.props()).await;
+    let physical = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let new_props = with(b.props(), "IntegrationType", json!("aws-account"));
+    let refused = b
+        .send(
+            Event::update(TYPE, &b.rx.url("u"), &physical)
+                .properties(new_props.clone())
+                .old_properties(b.props()),
+        )
+        .await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("change IntegrationName as well"),
+        "{reason}"
+    );
+    let writes = b.apono.writes();
+    let rollback = b
+        .send(
+            Event::update(TYPE, &b.rx.url("r"), &physical)
+                .properties(b.props())
+                .old_properties(new_props),
+        )
+        .await;
+    assert_eq!(rollback["Status"], "SUCCESS", "{rollback}");
+    assert_eq!(rollback["PhysicalResourceId"], physical.as_str());
+    assert_eq!(b.apono.integrations().len(), 1);
+    assert_eq!(b.apono.integrations()[0]["type"], "aws-organization");
+    assert!(
+        b.apono.writes() <= writes + 1,
+        "at most the PUT of the same values"
+    );
+}
+
+/// `UpdateIntegrationV4` takes `connector_id`: a new connector is a PUT, same integration.
+#[tokio::test]
+async fn a_connector_change_is_made_in_place() {
+    let b = bench().await;
+    b.apono.add_connector("apono-connector-2", "CONNECTED");
+    let created = b.create(b.props()).await;
+    let physical = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let id = created["Data"]["IntegrationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let updated = b
+        .send(
+            Event::update(TYPE, &b.rx.url("u"), &physical)
+                .properties(with(b.props(), "ConnectorId", json!("apono-connector-2")))
+                .old_properties(b.props()),
+        )
+        .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], physical.as_str());
+    assert_eq!(
+        b.apono.integration(&id).unwrap()["connector_id"],
+        "apono-connector-2"
+    );
+}
+
+/// A name taken on another connector is not adopted (it serves other resources) and not
+/// fought over: the Create says which connector holds it.
+#[tokio::test]
+async fn a_name_taken_on_another_connector_fails_clearly_and_changes_nothing() {
+    let b = bench().await;
+    let theirs = b.apono.add_integration(
+        "aws-organization-o-abcdefghij",
+        "aws-organization",
+        "someone-elses-connector",
+    );
+    let answer = b.create(b.props()).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("already exists on connector someone-elses-connector"),
+        "{reason}"
+    );
+    let physical = answer["PhysicalResourceId"].as_str().unwrap();
+    b.send(Event::delete(TYPE, &b.rx.url("d"), physical).properties(b.props()))
+        .await;
+    assert!(b.apono.integration(&theirs).is_some(), "theirs untouched");
 }
 
 /// The API token goes only to Apono: an event naming another host is refused before the
@@ -493,4 +599,95 @@ async fn a_post_whose_answer_was_lost_creates_one_integration_which_delete_remov
         .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert!(b.apono.integrations().is_empty());
+}
+
+/// The deadline passes while the POST's answer is on its way, after Apono created the
+/// integration: the failed Create answers with a physical ID its rollback acts on, and the
+/// rollback's Delete removes the integration (it carries this resource's mark).
+#[tokio::test]
+async fn a_create_whose_post_outlives_the_deadline_is_cleaned_up_by_its_rollback() {
+    let b = bench().await;
+    let mut short = elsewhere(&b);
+    // A 2 s margin: the handler has 2 s.
+    short.lambda_timeout = Duration::from_secs(4);
+    b.apono
+        .fail_next(1, ApiFault::PostAppliedAnswerAfter(Duration::from_secs(8)));
+    let before = b.rx.accepted().len();
+    short
+        .invoke(Event::create(TYPE, &b.rx.url("c")).properties(b.props()))
+        .await
+        .unwrap();
+    let answer = b.rx.accepted()[before].json();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert_eq!(b.apono.integrations().len(), 1, "the POST was carried out");
+    let physical = answer["PhysicalResourceId"].as_str().unwrap();
+    assert_eq!(physical, "pending:aws-organization-o-abcdefghij");
+    let deleted = b
+        .send(Event::delete(TYPE, &b.rx.url("d"), physical).properties(b.props()))
+        .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert!(b.apono.integrations().is_empty(), "the rollback removed it");
+}
+
+/// A process killed after its POST was carried out never answers; Lambda delivers the event
+/// again to another process, which finds the integration carrying this resource's mark and
+/// answers with it as created (not adopted), so Delete removes it.
+#[tokio::test]
+async fn a_create_retried_after_its_process_died_owns_what_the_first_attempt_made() {
+    let b = bench().await;
+    b.apono
+        .fail_next(1, ApiFault::PostAppliedAnswerAfter(Duration::from_secs(30)));
+    let event = Event::create(TYPE, &b.rx.url("c")).properties(b.props());
+    let first = elsewhere(&b);
+    let first_event = event.clone();
+    let killed = tokio::spawn(async move { first.invoke(first_event).await });
+    for _ in 0..200 {
+        if !b.apono.integrations().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        b.apono.integrations().len(),
+        1,
+        "the first POST was carried out"
+    );
+    killed.abort();
+    assert!(
+        b.rx.accepted().is_empty(),
+        "the killed process never answered"
+    );
+    let answer = b.send(event).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["Data"]["Ownership"], "created", "{answer}");
+    assert_eq!(b.apono.integrations().len(), 1);
+    let physical = answer["PhysicalResourceId"].as_str().unwrap();
+    b.send(Event::delete(TYPE, &b.rx.url("d"), physical).properties(b.props()))
+        .await;
+    assert!(b.apono.integrations().is_empty());
+}
+
+/// The mark is what tells ours from theirs: it names the stack by its unique ID and the
+/// resource, and fits Apono's 400-character note at the largest IDs CloudFormation allows.
+#[test]
+fn the_owner_mark_fits_the_note_and_tells_stacks_and_resources_apart() {
+    use apono_integration::OwnerMark;
+    let stack = "arn:aws:cloudformation:us-east-1:123456789012:stack/onboarding/1b2c3d4e-0000-1111-2222-333344445555";
+    let again = "arn:aws:cloudformation:us-east-1:123456789012:stack/onboarding/99999999-0000-1111-2222-333344445555";
+    let mark = OwnerMark::of(stack, "AponoIntegration");
+    assert_ne!(
+        mark,
+        OwnerMark::of(again, "AponoIntegration"),
+        "a re-created stack is another owner"
+    );
+    assert_ne!(mark, OwnerMark::of(stack, "AponoIntegration2"));
+    assert!(!OwnerMark::of(stack, "AponoIntegration2")
+        .note()
+        .contains(mark.as_str()));
+    let longest = OwnerMark::of(&format!("{stack}{}", "x".repeat(900)), &"L".repeat(255));
+    assert!(
+        longest.note().chars().count() <= 400,
+        "{}",
+        longest.note().len()
+    );
 }
