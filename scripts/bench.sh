@@ -2,7 +2,8 @@
 # Benchmarks (not tests), all against loopback fakes:
 #   1. cold start and peak RSS of each function (release binaries for this machine),
 #   2. release arm64 zip size of each function (what Lambda loads),
-#   3. the EKS fan-out at concurrency 8, 32 and 128 (flags after -- go to bench-fanout).
+#   3. the EKS fan-out: a MaxConcurrency sweep, then throttling against a run without faults
+#      (flags after -- go to bench-fanout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --packaging

@@ -151,10 +151,6 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         }
     }
 
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
     fn remembered(&self, key: &str) -> Option<Vec<u8>> {
         let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
         answered

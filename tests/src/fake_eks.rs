@@ -36,6 +36,13 @@ struct Inner {
     accounts_by_key: HashMap<String, String>,
     denied: HashSet<String>,
     throttle_next: usize,
+    /// Share of calls answered ThrottlingException, everywhere.
+    throttle_share: f64,
+    /// Share of calls throttled in these accounts (instead of `throttle_share`).
+    throttle_share_in: HashMap<String, f64>,
+    /// Per account: when its last call was answered (successful or not).
+    last_answer: HashMap<String, std::time::Instant>,
+    throttled: usize,
     latency: Duration,
     mutations: usize,
     requests: usize,
@@ -128,20 +135,6 @@ impl FakeEks {
         })
     }
 
-    /// Every entry in the fake: (account, region, cluster, principal).
-    pub fn all_entries(&self) -> Vec<(String, String, String, String)> {
-        self.with(|s| {
-            s.clusters
-                .iter()
-                .flat_map(|((a, r, c), cl)| {
-                    cl.entries
-                        .keys()
-                        .map(move |p| (a.clone(), r.clone(), c.clone(), p.clone()))
-                })
-                .collect()
-        })
-    }
-
     /// Entries for `principal` that carry the tag `tag`, across every cluster.
     pub fn entries_tagged(&self, principal: &str, tag: &str) -> usize {
         self.with(|s| {
@@ -159,6 +152,26 @@ impl FakeEks {
 
     pub fn throttle_next(&self, count: usize) {
         self.with(|s| s.throttle_next = count);
+    }
+
+    /// Throttles this share (0-1) of all calls at random, as a busy AWS does.
+    pub fn throttle_share(&self, share: f64) {
+        self.with(|s| s.throttle_share = share);
+    }
+
+    /// Throttles this share of the calls made in `account` only (a hot account).
+    pub fn throttle_share_in(&self, account: &str, share: f64) {
+        self.with(|s| s.throttle_share_in.insert(account.into(), share));
+    }
+
+    /// Calls answered ThrottlingException so far.
+    pub fn throttled(&self) -> usize {
+        self.with(|s| s.throttled)
+    }
+
+    /// When the last call made in `account` was answered.
+    pub fn last_answer_in(&self, account: &str) -> Option<std::time::Instant> {
+        self.with(|s| s.last_answer.get(account).copied())
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -472,8 +485,16 @@ async fn handle(
             &format!("User is not authorized in account {account}"),
         );
     }
-    if s.throttle_next > 0 {
-        s.throttle_next -= 1;
+    s.last_answer
+        .insert(account.clone(), std::time::Instant::now());
+    let share = s
+        .throttle_share_in
+        .get(&account)
+        .copied()
+        .unwrap_or(s.throttle_share);
+    if s.throttle_next > 0 || (share > 0.0 && fastrand::f64() < share) {
+        s.throttle_next = s.throttle_next.saturating_sub(1);
+        s.throttled += 1;
         return error(429, "ThrottlingException", "Rate exceeded");
     }
     let query: HashMap<String, String> = uri

@@ -136,15 +136,6 @@ impl Moto {
         );
     }
 
-    /// Forgets every resource (between scenarios in one test).
-    pub async fn reset(&self) {
-        reqwest::Client::new()
-            .post(format!("{}/moto-api/reset", self.endpoint))
-            .send()
-            .await
-            .expect("moto reset");
-    }
-
     /// SDK config pointed at moto with the test kit's credentials for moto's default account
     /// (the administrator's when moto enforces IAM).
     pub fn sdk_config(&self) -> SdkConfig {

@@ -21,8 +21,6 @@ use url::Url;
 
 /// Unverified (not in Apono's public docs): Apono's type string for an AWS organization. Configurable.
 pub const DEFAULT_INTEGRATION_TYPE: &str = "aws-organization";
-/// Verified type string for a single account.
-pub const ACCOUNT_INTEGRATION_TYPE: &str = "aws-account";
 pub const DEFAULT_CONNECTOR_WAIT_SECONDS: u64 = 300;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -4,10 +4,12 @@
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use aws_sdk_eks::config::retry::{RetryConfig, RetryPartition};
 use custom_resource::aws::ApiError;
 use org_info::api::{AwsOrgApi, OrgApi};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub trait Fleet: Send + Sync + 'static {
     /// Learns the function's own account from its ARN (the invocation carries it), so that
@@ -23,7 +25,8 @@ pub trait Fleet: Send + Sync + 'static {
         account: &str,
         member_role: &str,
     ) -> impl Future<Output = Result<SdkConfig, ApiError>> + Send;
-    fn eks(&self, config: &SdkConfig, region: &str) -> aws_sdk_eks::Client;
+    /// An EKS client acting in `account` and `region`.
+    fn eks(&self, config: &SdkConfig, account: &str, region: &str) -> aws_sdk_eks::Client;
 }
 
 #[derive(Clone)]
@@ -47,6 +50,26 @@ impl AwsFleet {
             eks_endpoint,
         })
     }
+}
+
+/// AWS throttles EKS per account and region, so each pair gets its own retry partition (its
+/// own retry token bucket). The SDK's default partition is one per service and region
+/// ("eks-us-east-1"), shared by every account, so one throttled account would drain the retry
+/// quota of all the others.
+pub fn retry_partition(account: &str, region: &str) -> RetryPartition {
+    RetryPartition::new(format!("eks-{account}-{region}"))
+}
+
+/// Standard (not adaptive) retries with jittered exponential backoff from 25 ms. Each pair is
+/// one chain of dependent calls, so there is no burst for a client-side rate limiter to
+/// smooth; and the adaptive limiter, once throttled, can fall to half a request per second
+/// and stay there for the rest of the run (measured in `scripts/bench.sh`: 30 % throttling
+/// made a 10-account fan-out 100x slower with it). The runtime's deadline bounds the waits.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(Duration::from_millis(25))
+        .with_max_backoff(Duration::from_secs(5))
 }
 
 /// The account of `arn:<partition>:lambda:<region>:<account>:function:<name>`.
@@ -113,9 +136,11 @@ impl Fleet for AwsFleet {
             .build())
     }
 
-    fn eks(&self, config: &SdkConfig, region: &str) -> aws_sdk_eks::Client {
+    fn eks(&self, config: &SdkConfig, account: &str, region: &str) -> aws_sdk_eks::Client {
         let mut builder = aws_sdk_eks::config::Builder::from(config)
-            .region(aws_config::Region::new(region.to_string()));
+            .region(aws_config::Region::new(region.to_string()))
+            .retry_config(retry_config())
+            .retry_partition(retry_partition(account, region));
         if let Some(endpoint) = &self.eks_endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -146,5 +171,36 @@ mod tests {
         let fleet = AwsFleet::new(unreachable, None).await.unwrap();
         fleet.learn_own_account("arn:aws:lambda:us-east-1:210987654321:function:f");
         assert_eq!(fleet.own_account().await.unwrap(), "210987654321");
+    }
+
+    /// Throttling is contained where AWS applies it: each account x region has its own retry
+    /// quota, and retries back off without a client-side rate limiter.
+    #[tokio::test]
+    async fn each_account_and_region_gets_its_own_retry_partition() {
+        let config = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let fleet = AwsFleet::new(config.clone(), None).await.unwrap();
+        let partition = |account: &str, region: &str| {
+            fleet
+                .eks(&config, account, region)
+                .config()
+                .retry_partition()
+                .cloned()
+                .unwrap()
+        };
+        let a = partition("111111111111", "us-east-1");
+        assert_eq!(a, RetryPartition::new("eks-111111111111-us-east-1"));
+        assert_ne!(a, partition("222222222222", "us-east-1"));
+        assert_ne!(a, partition("111111111111", "eu-west-1"));
+        let retry = fleet
+            .eks(&config, "111111111111", "us-east-1")
+            .config()
+            .retry_config()
+            .cloned()
+            .unwrap();
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), 8);
     }
 }

@@ -25,7 +25,11 @@ use tokio::sync::OnceCell;
 pub const CLUSTER_ADMIN_POLICY: &str =
     "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
 pub const DEFAULT_MEMBER_ROLE: &str = "apono-eks-access-entries";
-pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+/// Account x region pairs worked on at once. Pairs in different accounts or regions share no
+/// AWS limit; chosen from the sweep in the README (200 x 17 x 2 at 50 ms per call): 64 runs
+/// within 1.1x of the critical-path bound and 60x faster than one pair at a time; 128 gains
+/// 1.7x more but sits at 1.3x of its bound as the client saturates.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -519,7 +523,7 @@ impl<F: Fleet> EksAccessEntries<F> {
                         .clone();
                     let report = match config {
                         Ok(config) => {
-                            let client = self.fleet.eks(&config, &region);
+                            let client = self.fleet.eks(&config, &account, &region);
                             let previous = match action {
                                 Action::Ensure => {
                                     old.as_ref().filter(|o| o.contains(&account, &region))
