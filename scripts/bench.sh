@@ -13,7 +13,11 @@ functions=(-p org-info -p apono-integration -p eks-access-entries)
 echo "== cold start and memory (release, $(uname -m))"
 cargo build --quiet --release --locked "${functions[@]}"
 cargo build --quiet --locked -p bench --bins
-target/debug/bench-lambda --bin-dir target/release --runs 10
+# As on a system that names no CA file or directory (no SSL_CERT_FILE or SSL_CERT_DIR): the functions
+# then read the distribution's CA bundle alone. BENCH_BEFORE_DIR: binaries built before a
+# change, run alternately with these and shown beside them.
+env -u SSL_CERT_FILE -u SSL_CERT_DIR target/debug/bench-lambda --bin-dir target/release --runs 20 \
+  ${BENCH_BEFORE_DIR:+--before-dir "$BENCH_BEFORE_DIR"}
 
 echo "== release arm64 zips"
 cargo lambda build --quiet --release --arm64 --output-format zip --lambda-dir target/lambda-zips "${functions[@]}" >/dev/null

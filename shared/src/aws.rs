@@ -54,9 +54,11 @@ pub fn eks_regions_among(enabled: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Loads the shared SDK configuration once per process (not per event).
+/// Loads the shared SDK configuration once per process (not per event), with the HTTPS
+/// client that trusts the process's one root store ([`crate::tls`]).
 pub async fn load_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::sdk_http_client())
         .retry_config(retry_config())
         .timeout_config(timeout_config())
         .load()

@@ -46,6 +46,7 @@ pub mod logging;
 pub mod props;
 pub mod response;
 mod runtime;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -217,7 +217,7 @@ impl Default for Sender {
 
 impl Sender {
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::reqwest_builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!(
                 "apono-cfn-custom-resource/",

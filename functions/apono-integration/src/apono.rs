@@ -111,7 +111,7 @@ pub struct AponoClient {
 
 /// One HTTP client per process: connection pool and TLS set-up are reused across events.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    custom_resource::tls::reqwest_builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("apono-aws-onboarding/", env!("CARGO_PKG_VERSION")))
