@@ -195,4 +195,22 @@ pub trait CustomResource: Send + Sync + 'static {
     fn create_physical_id(&self, _request: &Request<Self::Properties>) -> Option<String> {
         None
     }
+
+    /// The key that marks the function's own events, which are not CloudFormation's (e.g. a
+    /// scheduled run: `{"ScheduledReconcile": {...}}`). `None` (the default): every event is
+    /// CloudFormation's.
+    const OWN_EVENT_KEY: Option<&'static str> = None;
+
+    /// Serves one of the function's own events: `input` is its value under
+    /// [`Self::OWN_EVENT_KEY`], `continuation` the progress an earlier invocation handed on.
+    /// Returns the progress to hand on to a new invocation when the work is unfinished. No one
+    /// waits for an answer: the runtime logs an error and returns it to Lambda (which retries).
+    fn own_event(
+        &self,
+        _ctx: &Context,
+        _input: &serde_json::Value,
+        _continuation: Option<serde_json::Value>,
+    ) -> impl Future<Output = HandlerResult<Option<serde_json::Value>>> + Send {
+        async { Err("this function has no events of its own".into()) }
+    }
 }

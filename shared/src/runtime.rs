@@ -176,6 +176,14 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         lambda_deadline: Instant,
         invoked_function_arn: String,
     ) -> Result<(), String> {
+        if let Some(input) = R::OWN_EVENT_KEY.and_then(|key| event.get(key)) {
+            let span = tracing::info_span!("own_event", kind = R::OWN_EVENT_KEY.unwrap_or(""));
+            let input = input.clone();
+            return self
+                .handle_own(event, input, lambda_deadline, invoked_function_arn)
+                .instrument(span)
+                .await;
+        }
         let started = Instant::now();
         let env = Envelope::read(&event);
         let span = tracing::info_span!(
@@ -188,6 +196,54 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         self.handle_in_span(env, event, started, lambda_deadline, invoked_function_arn)
             .instrument(span)
             .await
+    }
+
+    /// One of the function's own events: the same deadline, panic guard and continuation as a
+    /// CloudFormation event, and nothing to answer.
+    async fn handle_own(
+        &self,
+        event: Value,
+        input: Value,
+        lambda_deadline: Instant,
+        invoked_function_arn: String,
+    ) -> Result<(), String> {
+        let ctx = Context {
+            handler_deadline: lambda_deadline
+                .checked_sub(self.config.deadline_margin)
+                .unwrap_or_else(Instant::now),
+            invoked_function_arn,
+        };
+        let progress = event.get(CONTINUATION_KEY).cloned();
+        let (resource, task_ctx) = (self.resource.clone(), ctx.clone());
+        let mut task =
+            tokio::spawn(async move { resource.own_event(&task_ctx, &input, progress).await });
+        let failure = tokio::select! {
+            joined = &mut task => match joined {
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(state))) => {
+                    let mut next = event;
+                    if let Some(map) = next.as_object_mut() {
+                        map.insert(CONTINUATION_KEY.to_string(), state);
+                    }
+                    match self.continuation.continue_with(&ctx, next).await {
+                        Ok(()) => return Ok(()),
+                        Err(err) => format!("could not continue the work in a new invocation: {err}"),
+                    }
+                }
+                Ok(Err(err)) => error_chain(err.as_ref()),
+                Err(err) => match err.try_into_panic() {
+                    Ok(payload) => format!("internal error (panic): {}", panic_message(&payload)),
+                    Err(_) => "internal error: the task was cancelled".to_string(),
+                },
+            },
+            _ = tokio::time::sleep_until(ctx.handler_deadline) => {
+                task.abort();
+                "the work did not finish before the Lambda timeout and was stopped".to_string()
+            }
+        };
+        let failure = scrub(&failure);
+        tracing::error!(error = %failure, "failed");
+        Err(failure)
     }
 
     async fn handle_in_span(

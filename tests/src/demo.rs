@@ -125,4 +125,23 @@ impl CustomResource for Demo {
             .as_ref()
             .map(|name| format!("demo-{name}"))
     }
+
+    /// `{"DemoTick": {"Steps": n}}`: one step per invocation, handing on the count; `"Panic":
+    /// true` panics instead.
+    const OWN_EVENT_KEY: Option<&'static str> = Some("DemoTick");
+
+    async fn own_event(
+        &self,
+        _: &Context,
+        input: &serde_json::Value,
+        continuation: Option<serde_json::Value>,
+    ) -> HandlerResult<Option<serde_json::Value>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if input["Panic"] == true {
+            panic!("demo tick panicked");
+        }
+        let done = continuation.and_then(|c| c.as_u64()).unwrap_or(0) + 1;
+        let steps = input["Steps"].as_u64().ok_or("Steps is required")?;
+        Ok((done < steps).then(|| done.into()))
+    }
 }

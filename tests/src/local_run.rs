@@ -139,6 +139,8 @@ struct World {
     started: RefCell<Vec<StartedFunction>>,
     regions: Vec<String>,
     sent: AtomicUsize,
+    /// Eligible clusters created after the stack (by the run itself).
+    added_later: std::cell::Cell<usize>,
 }
 
 impl World {
@@ -224,6 +226,7 @@ impl World {
             started: RefCell::new(Vec::new()),
             regions,
             sent: AtomicUsize::new(0),
+            added_later: std::cell::Cell::new(0),
         }
     }
 
@@ -265,7 +268,7 @@ impl World {
 
     /// ACTIVE clusters in API modes, in the accounts the stack reaches.
     fn eligible_clusters(&self, accounts: usize) -> usize {
-        accounts * self.regions.len() * 2
+        accounts * self.regions.len() * 2 + self.added_later.get()
     }
 
     fn someone_elses_entry_kept(&self) -> bool {
@@ -623,9 +626,10 @@ impl<'w> LocalCloud<'w> {
         let delays: Vec<u64> = (0..4)
             .map(|_| self.rng.borrow_mut().u64(200..1500))
             .collect();
+        // For as long as the rule exists (its task is aborted when the rule is deleted).
         let task = tokio::spawn(async move {
-            for delay in delays {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+            for delay in delays.iter().cycle() {
+                tokio::time::sleep(Duration::from_millis(*delay)).await;
                 function.enqueue(event.clone());
                 fired.fetch_add(1, Ordering::SeqCst);
             }
@@ -1364,6 +1368,33 @@ async fn lifecycle(
         &format!("{tag}: one integration registered"),
         ours == 1,
         format!("{ours} of ours"),
+    );
+
+    // ---- A cluster created after the stack: the next scheduled run gives it its entry.
+    let account = w.accounts[reached - 1].clone();
+    let region = w.regions[0].clone();
+    w.eks
+        .add_cluster(&account, &region, "created-later", "ACTIVE", "API");
+    w.added_later.set(w.added_later.get() + 1);
+    let appeared = tokio::time::Instant::now();
+    let mut enrolled = None;
+    while appeared.elapsed() < Duration::from_secs(30) {
+        if w.eks
+            .entries(&account, &region, "created-later")
+            .contains_key(&principal)
+        {
+            enrolled = Some(appeared.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.check(
+        &format!("{tag}: a cluster created after the stack gets its entry from the schedule"),
+        enrolled.is_some() && w.ours(&principal) == w.eligible_clusters(reached),
+        match enrolled {
+            Some(after) => format!("entry {} ms after the cluster appeared", after.as_millis()),
+            None => "no entry after 30 s".to_string(),
+        },
     );
 
     // ---- A real update.

@@ -27,6 +27,9 @@ pub trait Fleet: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SdkConfig, ApiError>> + Send;
     /// An EKS client acting in `account` and `region`.
     fn eks(&self, config: &SdkConfig, account: &str, region: &str) -> aws_sdk_eks::Client;
+    /// The status of the stack that owns the entries (`CREATE_COMPLETE`, ...).
+    fn stack_status(&self, stack_id: &str)
+        -> impl Future<Output = Result<String, ApiError>> + Send;
 }
 
 #[derive(Clone)]
@@ -38,6 +41,7 @@ pub struct AwsFleet {
     pub org: AwsOrgApi,
     /// Tests point EKS at a local fake; production leaves it unset.
     pub eks_endpoint: Option<String>,
+    cloudformation: aws_sdk_cloudformation::Client,
 }
 
 impl AwsFleet {
@@ -45,6 +49,7 @@ impl AwsFleet {
     pub async fn new(base: SdkConfig, eks_endpoint: Option<String>) -> Result<Self, ApiError> {
         Ok(AwsFleet {
             org: AwsOrgApi::new(&base),
+            cloudformation: aws_sdk_cloudformation::Client::new(&base),
             own_account: Arc::new(tokio::sync::OnceCell::new()),
             base,
             eks_endpoint,
@@ -134,6 +139,27 @@ impl Fleet for AwsFleet {
             .to_builder()
             .credentials_provider(provider)
             .build())
+    }
+
+    async fn stack_status(&self, stack_id: &str) -> Result<String, ApiError> {
+        let action = "cloudformation:DescribeStacks";
+        let out = self
+            .cloudformation
+            .describe_stacks()
+            .stack_name(stack_id)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk(action, e))?;
+        out.stacks()
+            .first()
+            .and_then(|s| s.stack_status())
+            .map(|s| s.as_str().to_string())
+            .ok_or_else(|| ApiError::Service {
+                action: action.into(),
+                on: None,
+                code: "NotFound".into(),
+                message: format!("stack {stack_id} not found"),
+            })
     }
 
     fn eks(&self, config: &SdkConfig, account: &str, region: &str) -> aws_sdk_eks::Client {

@@ -391,6 +391,17 @@ impl<F: Fleet> EksAccessEntries<F> {
         }
     }
 
+    /// As deployed: the grant and the owning stack from the function's own configuration
+    /// (`EKS_GRANT_*`, `EKS_OWNER_STACK_ID`, set by the template), so that whoever can invoke
+    /// the function cannot ask for another principal, policy or stack.
+    pub fn from_env(fleet: F) -> Self {
+        EksAccessEntries {
+            fleet: Arc::new(fleet),
+            allowed: Some(Grant::from_env()),
+            owner_stack: std::env::var("EKS_OWNER_STACK_ID").ok(),
+        }
+    }
+
     /// Grants only `grant`, whatever an event asks for.
     pub fn allowing(mut self, grant: Grant) -> Self {
         self.allowed = Some(grant);
@@ -760,6 +771,31 @@ impl<F: Fleet> CustomResource for EksAccessEntries<F> {
     fn create_physical_id(&self, req: &Request<EksProps>) -> Option<String> {
         Some(physical_id(&req.logical_resource_id))
     }
+
+    /// The scheduled reconcile (the EventBridge rule's input).
+    const OWN_EVENT_KEY: Option<&'static str> = Some(SCHEDULED_KEY);
+
+    async fn own_event(
+        &self,
+        ctx: &Context,
+        input: &serde_json::Value,
+        continuation: Option<serde_json::Value>,
+    ) -> HandlerResult<Option<serde_json::Value>> {
+        let input: ScheduledInput = serde_json::from_value(input.clone())
+            .map_err(|e| ScheduledError(format!("not a scheduled reconcile input: {e}")))?;
+        // Checked again by every continuation: a run stops when an operation begins.
+        let status = self
+            .fleet
+            .stack_status(&input.stack_id)
+            .await
+            .map_err(|e| ScheduledError(format!("cannot read the stack's status: {e}")))?;
+        if !STACK_AT_REST.contains(&status.as_str()) {
+            tracing::info!(stack_status = %status, "scheduled reconcile skipped: the stack is changing; the next run reconciles");
+            return Ok(None);
+        }
+        let unfinished = self.scheduled(ctx, &input, continuation).await?;
+        Ok(unfinished.map(|progress| serde_json::to_value(progress).expect("progress serializes")))
+    }
 }
 
 /// The input of the scheduled reconcile (EventBridge rule target input).
@@ -769,13 +805,7 @@ pub struct ScheduledInput {
     pub stack_id: String,
     pub logical_resource_id: String,
     pub properties: serde_json::Value,
-    /// Progress of an unfinished scheduled run (set by the function itself).
-    #[serde(default)]
-    pub continuation: Option<serde_json::Value>,
 }
-
-/// Where a scheduled run's progress goes in the event it hands on.
-pub const SCHEDULED_CONTINUATION_KEY: &str = "Continuation";
 
 /// The key that marks a scheduled-reconcile event.
 pub const SCHEDULED_KEY: &str = "ScheduledReconcile";
@@ -783,10 +813,12 @@ pub const SCHEDULED_KEY: &str = "ScheduledReconcile";
 impl<F: Fleet> EksAccessEntries<F> {
     /// Reconciles like an Update that changed nothing: clusters and accounts that appeared since
     /// get their entry. Returns the progress to continue with, if unfinished.
+    /// `continuation`: the progress an earlier invocation of this run handed on.
     pub async fn scheduled(
         &self,
         ctx: &Context,
         input: &ScheduledInput,
+        continuation: Option<serde_json::Value>,
     ) -> Result<Option<Progress>, ScheduledError> {
         if self
             .owner_stack
@@ -803,9 +835,9 @@ impl<F: Fleet> EksAccessEntries<F> {
             stack_id: input.stack_id.clone(),
             logical_id: input.logical_resource_id.clone(),
         };
-        let progress = match &input.continuation {
+        let progress = match continuation {
             Some(state) => {
-                serde_json::from_value(state.clone()).map_err(|e| ScheduledError(e.to_string()))?
+                serde_json::from_value(state).map_err(|e| ScheduledError(e.to_string()))?
             }
             None => {
                 let props: EksProps = custom_resource::props::parse(input.properties.clone(), &[])
@@ -839,27 +871,6 @@ pub const STACK_AT_REST: &[&str] = &[
     "IMPORT_COMPLETE",
     "IMPORT_ROLLBACK_COMPLETE",
 ];
-
-/// The stack's status, or why it could not be read.
-pub async fn stack_status(
-    cfn: &aws_sdk_cloudformation::Client,
-    stack_id: &str,
-) -> Result<String, ScheduledError> {
-    let out = cfn
-        .describe_stacks()
-        .stack_name(stack_id)
-        .send()
-        .await
-        .map_err(|e| {
-            let why = custom_resource::aws::ApiError::from_sdk("cloudformation:DescribeStacks", e);
-            ScheduledError(format!("cannot read the stack's status: {why}"))
-        })?;
-    out.stacks()
-        .first()
-        .and_then(|s| s.stack_status())
-        .map(|s| s.as_str().to_string())
-        .ok_or_else(|| ScheduledError(format!("stack {stack_id} not found")))
-}
 
 /// Why a scheduled reconcile stopped (there is no CloudFormation to answer: it is logged).
 #[derive(Debug, thiserror::Error)]

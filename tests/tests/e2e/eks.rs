@@ -380,13 +380,12 @@ async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_s
         stack_id: bench::events::STACK_ID.into(),
         logical_resource_id: "EksAccessEntries".into(),
         properties: props(CONNECTOR),
-        continuation: None,
     };
     let ctx = Context {
         handler_deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         invoked_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:eks".into(),
     };
-    let unfinished = resource.scheduled(&ctx, &input).await.unwrap();
+    let unfinished = resource.scheduled(&ctx, &input, None).await.unwrap();
     assert!(unfinished.is_none());
     let entry = &b.eks.entries(&b.accounts[1], "eu-west-1", "brand-new")[CONNECTOR];
     assert_eq!(
@@ -538,9 +537,11 @@ async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
         stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/other/1".into(),
         logical_resource_id: "EksAccessEntries".into(),
         properties: props(CONNECTOR),
-        continuation: None,
     };
-    let err = resource.scheduled(&ctx, &other_stack).await.unwrap_err();
+    let err = resource
+        .scheduled(&ctx, &other_stack, None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("only its own stack"), "{err}");
     let other_principal = ScheduledInput {
         stack_id: bench::events::STACK_ID.into(),
@@ -548,7 +549,7 @@ async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
         ..other_stack
     };
     let err = resource
-        .scheduled(&ctx, &other_principal)
+        .scheduled(&ctx, &other_principal, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("grants only"), "{err}");

@@ -482,3 +482,45 @@ async fn oversized_event_identifiers_are_refused_in_one_bounded_answer() {
     );
     assert_eq!(demo.calls(), 0);
 }
+
+/// A function's own events (the EKS schedule) go through the runtime like CloudFormation's:
+/// the handler's progress is handed on under the one continuation key until it finishes,
+/// nothing is sent to CloudFormation, and a panic is an error returned to Lambda (which
+/// retries), not a crash.
+#[tokio::test]
+async fn own_events_continue_under_the_one_key_and_answer_no_one() {
+    use custom_resource::CONTINUATION_KEY;
+    let rx = Receiver::start().await;
+    let demo = Demo::default();
+    let captured = bench::invoke::Captured::default();
+    let invoker =
+        Invoker::with_config(demo.clone(), captured.clone(), bench::invoke::test_config());
+    let mut event = serde_json::json!({"DemoTick": {"Steps": 3}});
+    let mut invocations = 0;
+    loop {
+        invoker.invoke(event.clone()).await.unwrap();
+        invocations += 1;
+        match captured.take() {
+            Some(next) => {
+                assert_eq!(next[CONTINUATION_KEY], invocations, "{next}");
+                assert_eq!(next["DemoTick"]["Steps"], 3, "the input is handed on");
+                event = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(invocations, 3);
+    assert_eq!(demo.calls(), 3);
+    assert!(rx.accepted().is_empty(), "no CloudFormation to answer");
+
+    let failed = invoker
+        .invoke(serde_json::json!({"DemoTick": {"Panic": true}}))
+        .await
+        .unwrap_err();
+    assert!(failed.contains("demo tick panicked"), "{failed}");
+    let failed = invoker
+        .invoke(serde_json::json!({"DemoTick": {}}))
+        .await
+        .unwrap_err();
+    assert!(failed.contains("Steps is required"), "{failed}");
+}
