@@ -179,8 +179,8 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         if let Some(input) = R::OWN_EVENT_KEY.and_then(|key| event.get(key)) {
             let span = tracing::info_span!("own_event", kind = R::OWN_EVENT_KEY.unwrap_or(""));
             let input = input.clone();
-            return self
-                .handle_own(event, input, lambda_deadline, invoked_function_arn)
+            // Boxed for the same reason as `decide` below.
+            return Box::pin(self.handle_own(event, input, lambda_deadline, invoked_function_arn))
                 .instrument(span)
                 .await;
         }
@@ -215,29 +215,25 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         };
         let progress = event.get(CONTINUATION_KEY).cloned();
         let (resource, task_ctx) = (self.resource.clone(), ctx.clone());
-        let mut task =
-            tokio::spawn(async move { resource.own_event(&task_ctx, &input, progress).await });
-        let failure = tokio::select! {
-            joined = &mut task => match joined {
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Ok(Some(state))) => {
-                    let mut next = event;
-                    if let Some(map) = next.as_object_mut() {
-                        map.insert(CONTINUATION_KEY.to_string(), state);
-                    }
-                    match self.continuation.continue_with(&ctx, next).await {
-                        Ok(()) => return Ok(()),
-                        Err(err) => format!("could not continue the work in a new invocation: {err}"),
-                    }
+        let ended = guarded(ctx.handler_deadline, async move {
+            resource.own_event(&task_ctx, &input, progress).await
+        })
+        .await;
+        let failure = match ended {
+            Ended::Finished(Ok(None)) => return Ok(()),
+            Ended::Finished(Ok(Some(state))) => {
+                let mut next = event;
+                if let Some(map) = next.as_object_mut() {
+                    map.insert(CONTINUATION_KEY.to_string(), state);
                 }
-                Ok(Err(err)) => error_chain(err.as_ref()),
-                Err(err) => match err.try_into_panic() {
-                    Ok(payload) => format!("internal error (panic): {}", panic_message(&payload)),
-                    Err(_) => "internal error: the task was cancelled".to_string(),
-                },
-            },
-            _ = tokio::time::sleep_until(ctx.handler_deadline) => {
-                task.abort();
+                match self.continuation.continue_with(&ctx, next).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) => format!("could not continue the work in a new invocation: {err}"),
+                }
+            }
+            Ended::Finished(Err(err)) => error_chain(err.as_ref()),
+            Ended::Panicked(message) => format!("internal error (panic): {message}"),
+            Ended::TimedOut => {
                 "the work did not finish before the Lambda timeout and was stopped".to_string()
             }
         };
@@ -254,17 +250,11 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         lambda_deadline: Instant,
         invoked_function_arn: String,
     ) -> Result<(), String> {
-        let (resource, continuation, sender, config) = (
-            &self.resource,
-            &self.continuation,
-            &self.sender,
-            &self.config,
-        );
         // The query string is the presigned signature: keep it out of every log line.
         if let Some((_, query)) = env.response_url.split_once('?') {
             crate::logging::register_query_secrets(query);
         }
-        let url = match config.url_policy.check(&env.response_url) {
+        let url = match self.config.url_policy.check(&env.response_url) {
             Ok(url) => url,
             Err(why) => {
                 tracing::error!(reason = %why, "event not answered");
@@ -280,72 +270,22 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             continuation = event.get(CONTINUATION_KEY).is_some(),
             "event received"
         );
-        let cache_key = format!("{}/{}", env.request_id, env.logical_resource_id);
-        let repeated = match env.request_id.is_empty() {
-            true => None,
-            false => self.remembered(&cache_key),
-        };
-        let (bytes, outcome, physical_resource_id, reason) = if let Some(bytes) = repeated {
-            tracing::info!("duplicate delivery: sending the earlier answer again, handler not run");
-            let id = env.physical_resource_id.clone().unwrap_or_default();
-            (bytes, "REPEATED", id, None)
-        } else {
-            let handler_deadline = lambda_deadline
-                .checked_sub(config.deadline_margin)
-                .unwrap_or(lambda_deadline)
-                .max(Instant::now());
-            let ctx = Context {
-                handler_deadline,
-                invoked_function_arn,
-            };
-            let Some(answer) = decide(
-                resource,
-                continuation,
-                &ctx,
-                config.deadline_margin,
-                &env,
-                event,
-            )
+        let Some(encoded) = self
+            .answer(&env, event, lambda_deadline, invoked_function_arn)
             .await
-            else {
-                tracing::info!(
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "continued in a new invocation"
-                );
-                return Ok(());
-            };
-            let reason = answer.reason.map(|r| scrub(&r));
-            let outcome = match answer.status {
-                Status::Success => "SUCCESS",
-                Status::Failed => "FAILED",
-            };
-            let bytes = ResponseBody {
-                status: answer.status,
-                reason: reason.clone(),
-                physical_resource_id: answer.physical_resource_id.clone(),
-                stack_id: env.stack_id.clone(),
-                request_id: env.request_id.clone(),
-                logical_resource_id: env.logical_resource_id.clone(),
-                no_echo: answer.no_echo,
-                // A handler may echo a secret into Data by mistake: Data reaches the
-                // stack's events and outputs, so it is scrubbed like a log line.
-                data: answer
-                    .data
-                    .into_iter()
-                    .map(|(key, value)| (key, scrub(&value)))
-                    .collect(),
-            }
-            .into_bytes();
-            if !env.request_id.is_empty() {
-                self.remember(cache_key, bytes.clone());
-            }
-            (bytes, outcome, answer.physical_resource_id, reason)
+        else {
+            tracing::info!(
+                duration_ms = started.elapsed().as_millis() as u64,
+                "continued in a new invocation"
+            );
+            return Ok(());
         };
+        let (bytes, outcome, physical_resource_id, reason) = encoded;
         // Leave a sliver for the process to report back to Lambda.
         let send_deadline = lambda_deadline
             .checked_sub(Duration::from_millis(300))
             .unwrap_or(lambda_deadline);
-        match sender.put(&url, bytes, send_deadline).await {
+        match self.sender.put(&url, bytes, send_deadline).await {
             Ok(attempts) => {
                 tracing::info!(
                     outcome,
@@ -369,6 +309,82 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             }
         }
     }
+
+    /// The encoded answer to send: the earlier one for a repeated delivery, else the
+    /// handler's (`None`: the work continues in a new invocation, nothing to send).
+    async fn answer(
+        &self,
+        env: &Envelope,
+        event: Value,
+        lambda_deadline: Instant,
+        invoked_function_arn: String,
+    ) -> Option<Encoded> {
+        let cache_key = format!("{}/{}", env.request_id, env.logical_resource_id);
+        if let Some(bytes) = (!env.request_id.is_empty())
+            .then(|| self.remembered(&cache_key))
+            .flatten()
+        {
+            tracing::info!("duplicate delivery: sending the earlier answer again, handler not run");
+            let id = env.physical_resource_id.clone().unwrap_or_default();
+            return Some((bytes, "REPEATED", id, None));
+        }
+        let margin = self.config.deadline_margin;
+        let ctx = Context {
+            handler_deadline: lambda_deadline
+                .checked_sub(margin)
+                .unwrap_or(lambda_deadline)
+                .max(Instant::now()),
+            invoked_function_arn,
+        };
+        // Boxed: the handler's future is nested deep inside this one, and a function's own
+        // future (SDK calls in a fan-out) would otherwise exceed the compiler's query depth
+        // when laid out in place.
+        let decided = Box::pin(decide(
+            &self.resource,
+            &self.continuation,
+            &ctx,
+            margin,
+            env,
+            event,
+        ));
+        let answer = decided.await?;
+        let encoded = encode(env, answer);
+        if !env.request_id.is_empty() {
+            self.remember(cache_key, encoded.0.clone());
+        }
+        Some(encoded)
+    }
+}
+
+/// A response body, its outcome, physical ID and reason (for the log).
+type Encoded = (Vec<u8>, &'static str, String, Option<String>);
+
+/// The response body for `answer`, scrubbed, with its outcome, physical ID and reason for the
+/// log.
+fn encode(env: &Envelope, answer: Answer) -> Encoded {
+    let reason = answer.reason.map(|r| scrub(&r));
+    let outcome = match answer.status {
+        Status::Success => "SUCCESS",
+        Status::Failed => "FAILED",
+    };
+    let bytes = ResponseBody {
+        status: answer.status,
+        reason: reason.clone(),
+        physical_resource_id: answer.physical_resource_id.clone(),
+        stack_id: env.stack_id.clone(),
+        request_id: env.request_id.clone(),
+        logical_resource_id: env.logical_resource_id.clone(),
+        no_echo: answer.no_echo,
+        // A handler may echo a secret into Data by mistake: Data reaches the stack's events
+        // and outputs, so it is scrubbed like a log line.
+        data: answer
+            .data
+            .into_iter()
+            .map(|(key, value)| (key, scrub(&value)))
+            .collect(),
+    }
+    .into_bytes();
+    (bytes, outcome, answer.physical_resource_id, reason)
 }
 
 fn lambda_deadline(deadline: SystemTime) -> Instant {
@@ -445,15 +461,49 @@ impl Answer {
     }
 }
 
-/// Runs the handler and turns every way it can end into an answer (`None`: continued).
-async fn decide<R: CustomResource, C: Continuation>(
-    resource: &Arc<R>,
-    continuation: &Arc<C>,
-    ctx: &Context,
-    margin: Duration,
-    env: &Envelope,
-    mut event: Value,
-) -> Option<Answer> {
+/// How a guarded run of a handler ended.
+enum Ended<T> {
+    Finished(T),
+    /// The panic's message.
+    Panicked(String),
+    /// The deadline came first; the work was stopped.
+    TimedOut,
+}
+
+/// Runs `work` in a task of its own, so that a panic becomes a value instead of taking the
+/// process down, and stops it at `deadline`.
+async fn guarded<T: Send + 'static>(
+    deadline: Instant,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Ended<T> {
+    let mut task = tokio::spawn(work);
+    tokio::select! {
+        joined = &mut task => match joined {
+            Ok(value) => Ended::Finished(value),
+            Err(err) => Ended::Panicked(match err.try_into_panic() {
+                Ok(payload) => panic_message(&payload),
+                Err(_) => "the task was cancelled".to_string(),
+            }),
+        },
+        _ = tokio::time::sleep_until(deadline) => {
+            task.abort();
+            Ended::TimedOut
+        }
+    }
+}
+
+/// A CloudFormation event read into a request, with what answering it needs.
+struct Parsed<P> {
+    request: Arc<Request<P>>,
+    /// The ID to answer with when things go wrong: the event's, or the failed-Create marker.
+    fallback_id: String,
+    /// When the continuation chain began (Unix ms): now, for a first invocation.
+    chain_started_ms: u64,
+}
+
+/// Reads the event, or answers it at once: identifiers too long, an unknown request type,
+/// the Delete of a Create that never succeeded, properties that do not parse.
+fn parse<P: Properties>(env: &Envelope, event: &mut Value) -> Result<Parsed<P>, Answer> {
     let marker = || {
         let request_id = crate::response::truncate_utf8(&env.request_id, MAX_ID_BYTES);
         format!("{FAILED_CREATE_PREFIX}{request_id}")
@@ -462,7 +512,7 @@ async fn decide<R: CustomResource, C: Continuation>(
         .iter()
         .any(|field| field.len() > MAX_ID_BYTES)
     {
-        return Some(Answer::failed(
+        return Err(Answer::failed(
             env.physical_resource_id.clone().unwrap_or_else(marker),
             format!(
                 "refused: the event's StackId, RequestId or LogicalResourceId is longer than \
@@ -476,51 +526,42 @@ async fn decide<R: CustomResource, C: Continuation>(
         "Delete" => RequestKind::Delete,
         other => {
             let id = env.physical_resource_id.clone().unwrap_or_else(marker);
-            return Some(Answer::failed(
+            return Err(Answer::failed(
                 id,
                 format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
             ));
         }
     };
-    let continuation_state = event
-        .as_object_mut()
-        .and_then(|m| m.remove(CONTINUATION_KEY));
+    let fields = event.as_object_mut();
+    let (continuation, chain_started) = match fields {
+        Some(map) => (map.remove(CONTINUATION_KEY), map.remove(CHAIN_STARTED_KEY)),
+        None => (None, None),
+    };
     let now_ms = unix_ms();
-    let chain_started_ms = event
-        .as_object_mut()
-        .and_then(|m| m.remove(CHAIN_STARTED_KEY))
+    let chain_started_ms = chain_started
         .and_then(|v| v.as_u64())
-        .filter(|started| continuation_state.is_some() && *started <= now_ms)
+        .filter(|started| continuation.is_some() && *started <= now_ms)
         .unwrap_or(now_ms);
-    // The ID to answer with when things go wrong: the existing one, or the marker on Create.
     let fallback_id = match (kind, &env.physical_resource_id) {
         (RequestKind::Create, _) | (_, None) => marker(),
         (_, Some(id)) => id.clone(),
     };
     if kind == RequestKind::Delete && fallback_id.starts_with(FAILED_CREATE_PREFIX) {
         tracing::info!("delete of a create that never succeeded: nothing to do");
-        return Some(Answer::succeeded(fallback_id, Output::keep()));
+        return Err(Answer::succeeded(fallback_id, Output::keep()));
     }
-
-    let properties = match props::parse::<R::Properties>(
-        event
-            .get("ResourceProperties")
-            .cloned()
-            .unwrap_or(Value::Null),
-        R::Properties::SECRETS,
-    ) {
-        Ok(p) => p,
-        Err(err) => return Some(Answer::failed(fallback_id, err.to_string())),
-    };
+    let field = |name: &str| event.get(name).cloned();
+    let properties = props::parse::<P>(
+        field("ResourceProperties").unwrap_or(Value::Null),
+        P::SECRETS,
+    )
+    .map_err(|err| Answer::failed(fallback_id.clone(), err.to_string()))?;
     let old_properties = match kind {
-        RequestKind::Update => event
-            .get("OldResourceProperties")
-            .cloned()
-            .and_then(|old| {
-                props::parse::<R::Properties>(old, R::Properties::SECRETS)
-                    .map_err(|e| tracing::warn!(error = %e, "old properties do not parse; treating every property as changed"))
-                    .ok()
-            }),
+        RequestKind::Update => field("OldResourceProperties").and_then(|old| {
+            props::parse::<P>(old, P::SECRETS)
+                .map_err(|e| tracing::warn!(error = %e, "old properties do not parse; treating every property as changed"))
+                .ok()
+        }),
         _ => None,
     };
     let request = Request {
@@ -532,9 +573,85 @@ async fn decide<R: CustomResource, C: Continuation>(
         physical_resource_id: env.physical_resource_id.clone(),
         properties,
         old_properties,
-        continuation: continuation_state,
+        continuation,
     };
-    let request = Arc::new(request);
+    Ok(Parsed {
+        request: Arc::new(request),
+        fallback_id,
+        chain_started_ms,
+    })
+}
+
+/// The time a continuation chain has left: what remains of the resource's ServiceTimeout since
+/// the chain began, less the runtime's margin. It caps an invocation's deadline like the
+/// Lambda timeout does.
+struct Budget {
+    service_timeout: u64,
+    /// The handler's deadline: the Lambda's or the chain's, whichever comes first.
+    ctx: Context,
+    /// Whether the chain's comes first.
+    service_timeout_binds: bool,
+}
+
+impl Budget {
+    fn new(event: &Value, chain_started_ms: u64, margin: Duration, ctx: &Context) -> Self {
+        let service_timeout = service_timeout_secs(event);
+        let chain_left_ms = (chain_started_ms + service_timeout * 1000).saturating_sub(unix_ms());
+        let chain_deadline = (Instant::now() + Duration::from_millis(chain_left_ms))
+            .checked_sub(margin)
+            .unwrap_or_else(Instant::now);
+        Budget {
+            service_timeout,
+            service_timeout_binds: chain_deadline < ctx.handler_deadline,
+            ctx: Context {
+                handler_deadline: ctx.handler_deadline.min(chain_deadline),
+                invoked_function_arn: ctx.invoked_function_arn.clone(),
+            },
+        }
+    }
+
+    /// Why the work was stopped.
+    fn exceeded(&self) -> String {
+        match self.service_timeout_binds {
+            true => format!(
+                "the work did not finish within the resource's ServiceTimeout ({} s) and was \
+                 stopped, since CloudFormation no longer waits for it; raise ServiceTimeout (at \
+                 most 3600) or reduce the work (e.g. fewer accounts or regions per resource) and \
+                 retry",
+                self.service_timeout
+            ),
+            false => "the operation did not finish before the Lambda timeout and was stopped so \
+                      that CloudFormation gets an answer now; raise the function's Timeout (or \
+                      reduce the work, e.g. fewer accounts or regions per resource) and retry"
+                .to_string(),
+        }
+    }
+
+    /// The chain's time is up: no more work may start.
+    fn spent(&self) -> bool {
+        self.service_timeout_binds && self.ctx.remaining().is_zero()
+    }
+}
+
+/// Runs the handler and turns every way it can end into an answer (`None`: continued).
+async fn decide<R: CustomResource, C: Continuation>(
+    resource: &Arc<R>,
+    continuation: &Arc<C>,
+    ctx: &Context,
+    margin: Duration,
+    env: &Envelope,
+    mut event: Value,
+) -> Option<Answer> {
+    let parsed = match parse::<R::Properties>(env, &mut event) {
+        Ok(parsed) => parsed,
+        Err(answer) => return Some(answer),
+    };
+    let Parsed {
+        request,
+        fallback_id,
+        chain_started_ms,
+    } = parsed;
+    let kind = request.kind;
     // Asked once the Create has failed, so that it can tell what the handler got to.
     let failed_id = || match kind {
         RequestKind::Create => resource
@@ -542,93 +659,35 @@ async fn decide<R: CustomResource, C: Continuation>(
             .unwrap_or_else(|| fallback_id.clone()),
         _ => fallback_id.clone(),
     };
-
-    // The chain's budget: what is left of ServiceTimeout since the chain began, less the
-    // runtime's margin. It caps this invocation's deadline like the Lambda timeout does.
-    let service_timeout = service_timeout_secs(&event);
-    let chain_left_ms = (chain_started_ms + service_timeout * 1000).saturating_sub(now_ms);
-    let chain_deadline = (Instant::now() + Duration::from_millis(chain_left_ms))
-        .checked_sub(margin)
-        .unwrap_or_else(Instant::now);
-    let service_timeout_binds = chain_deadline < ctx.handler_deadline;
-    let ctx = &Context {
-        handler_deadline: ctx.handler_deadline.min(chain_deadline),
-        invoked_function_arn: ctx.invoked_function_arn.clone(),
-    };
-    let out_of_time = || {
-        Answer::failed(
-            failed_id(),
-            match service_timeout_binds {
-                true => format!(
-                    "the work did not finish within the resource's ServiceTimeout \
-                     ({service_timeout} s) and was stopped, since CloudFormation no longer waits \
-                     for it; raise ServiceTimeout (at most 3600) or reduce the work (e.g. fewer \
-                     accounts or regions per resource) and retry"
-                ),
-                false => "the operation did not finish before the Lambda timeout and was \
-                          stopped so that CloudFormation gets an answer now; raise the \
-                          function's Timeout (or reduce the work, e.g. fewer accounts or regions \
-                          per resource) and retry"
-                    .to_string(),
-            },
-        )
-    };
-    if service_timeout_binds && ctx.remaining().is_zero() {
-        return Some(out_of_time());
+    let budget = Budget::new(&event, chain_started_ms, margin, ctx);
+    let ctx = &budget.ctx;
+    if budget.spent() {
+        return Some(Answer::failed(failed_id(), budget.exceeded()));
     }
 
-    let task_resource = resource.clone();
-    let task_ctx = ctx.clone();
-    let task_request = request.clone();
-    // A spawned task turns a panic into a JoinError instead of taking the process down.
-    let mut task = tokio::spawn(async move {
+    let (task_resource, task_ctx, task_request) = (resource.clone(), ctx.clone(), request.clone());
+    let ended = guarded(ctx.handler_deadline, async move {
         match task_request.kind {
             RequestKind::Create => task_resource.create(&task_ctx, &task_request).await,
             RequestKind::Update => task_resource.update(&task_ctx, &task_request).await,
             RequestKind::Delete => task_resource.delete(&task_ctx, &task_request).await,
         }
-    });
-    let joined = tokio::select! {
-        joined = &mut task => joined,
-        _ = tokio::time::sleep_until(ctx.handler_deadline) => {
-            task.abort();
-            return Some(out_of_time());
-        }
-    };
-    let result = match joined {
-        Ok(result) => result,
-        Err(err) => {
-            let reason = match err.try_into_panic() {
-                Ok(payload) => format!(
-                    "internal error (panic): {}; this is a bug, please report it",
-                    panic_message(&payload)
-                ),
-                Err(_) => "internal error: the handler task was cancelled".to_string(),
-            };
+    })
+    .await;
+    let result = match ended {
+        Ended::Finished(result) => result,
+        Ended::TimedOut => return Some(Answer::failed(failed_id(), budget.exceeded())),
+        Ended::Panicked(message) => {
+            let reason =
+                format!("internal error (panic): {message}; this is a bug, please report it");
             tracing::error!(reason = %reason, "handler panicked");
             return Some(Answer::failed(failed_id(), reason));
         }
     };
     match result {
-        Ok(Outcome::Done(mut output)) => {
-            let physical_resource_id = match (output.physical_resource_id.take(), kind) {
-                (Some(id), _) if !id.is_empty() => id,
-                (_, RequestKind::Create) => default_physical_id(env),
-                _ => fallback_id,
-            };
-            if kind == RequestKind::Update
-                && env.physical_resource_id.as_deref() != Some(physical_resource_id.as_str())
-            {
-                tracing::info!(
-                    old = env.physical_resource_id.as_deref().unwrap_or(""),
-                    new = %physical_resource_id,
-                    "replacement: CloudFormation will delete the old physical ID"
-                );
-            }
-            Some(Answer::succeeded(physical_resource_id, output))
-        }
-        Ok(Outcome::Continue(_)) if ctx.remaining().is_zero() && service_timeout_binds => {
-            Some(out_of_time())
+        Ok(Outcome::Done(output)) => Some(succeeded(env, kind, fallback_id, output)),
+        Ok(Outcome::Continue(_)) if budget.spent() => {
+            Some(Answer::failed(failed_id(), budget.exceeded()))
         }
         Ok(Outcome::Continue(state)) => {
             let mut next = event;
@@ -646,6 +705,26 @@ async fn decide<R: CustomResource, C: Continuation>(
         }
         Err(err) => Some(Answer::failed(failed_id(), error_chain(err.as_ref()))),
     }
+}
+
+/// A finished handler's answer: its physical ID, or the runtime's default on Create, or the
+/// event's.
+fn succeeded(env: &Envelope, kind: RequestKind, fallback_id: String, mut output: Output) -> Answer {
+    let physical_resource_id = match (output.physical_resource_id.take(), kind) {
+        (Some(id), _) if !id.is_empty() => id,
+        (_, RequestKind::Create) => default_physical_id(env),
+        _ => fallback_id,
+    };
+    if kind == RequestKind::Update
+        && env.physical_resource_id.as_deref() != Some(physical_resource_id.as_str())
+    {
+        tracing::info!(
+            old = env.physical_resource_id.as_deref().unwrap_or(""),
+            new = %physical_resource_id,
+            "replacement: CloudFormation will delete the old physical ID"
+        );
+    }
+    Answer::succeeded(physical_resource_id, output)
 }
 
 fn unix_ms() -> u64 {

@@ -1,7 +1,3 @@
-// The runtime future nests the SDK and fan-out futures deeply; laying it out needs more
-// than the default 128 levels of query depth.
-#![recursion_limit = "256"]
-
 use eks_access_entries::{continuation::SelfInvoke, fleet::AwsFleet, EksAccessEntries};
 
 #[tokio::main]
