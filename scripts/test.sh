@@ -12,6 +12,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "unused dependencies (what cargo machete checks)"
+python3 scripts/unused_deps.py
 if [ -f template.yaml ]; then
   step "cfn-lint"
   cfn-lint template.yaml $(find templates -name "*.yaml" 2>/dev/null)
