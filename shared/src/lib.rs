@@ -45,6 +45,7 @@ pub mod ids;
 pub mod logging;
 pub mod props;
 pub mod response;
+pub mod retry;
 mod runtime;
 pub mod tls;
 

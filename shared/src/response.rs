@@ -231,7 +231,11 @@ impl Sender {
     /// Returns the number of attempts made.
     pub async fn put(&self, url: &Url, body: Vec<u8>, deadline: Instant) -> Result<u32, SendError> {
         let mut attempts = 0u32;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = crate::retry::Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            deadline,
+        );
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -259,21 +263,13 @@ impl Sender {
                     Err(err) => error_chain(&err.without_url()),
                 }
             };
-            let delay = jitter(backoff);
-            if Instant::now() + delay >= deadline {
+            let Some(delay) = backoff.next_delay(None) else {
                 return Err(SendError::GaveUp { attempts, last });
-            }
+            };
             tracing::warn!(attempt = attempts, error = %last, delay_ms = delay.as_millis() as u64, "response PUT failed, retrying");
             tokio::time::sleep(delay).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
-}
-
-/// Somewhere in [backoff/2, backoff]: spreads retries without ever waiting zero.
-fn jitter(backoff: Duration) -> Duration {
-    let half = backoff / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 /// An error's message with its sources, as one line.

@@ -4,6 +4,7 @@
 
 use custom_resource::logging::scrub;
 use custom_resource::response::{error_chain, truncate_utf8};
+use custom_resource::retry::Backoff;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,6 +137,15 @@ impl AponoClient {
         }
     }
 
+    /// Retries start at about 500 ms and double up to 8 s, within the deadline.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(8),
+            self.deadline,
+        )
+    }
+
     /// `None` when Apono does not know the connector.
     pub async fn connector(&self, id: &str) -> Result<Option<Connector>, AponoError> {
         let path = format!("/api/admin/v3/connectors/{}", encode(id));
@@ -208,7 +218,7 @@ impl AponoClient {
     ) -> Result<Integration, AponoError> {
         let path = "/api/admin/v4/integrations";
         let body = serde_json::to_value(spec).expect("a spec serializes");
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = self.backoff();
         loop {
             let failure = match self
                 .call_with(Method::POST, path, &[], Some(body.clone()), false)
@@ -226,21 +236,16 @@ impl AponoClient {
             let AponoError::Unavailable { last, .. } = failure else {
                 return Err(failure);
             };
-            let delay = jitter(backoff);
-            if Instant::now()
-                .checked_add(delay)
-                .is_none_or(|at| at >= self.deadline)
-            {
+            let Some(delay) = backoff.next_delay(None) else {
                 return Err(AponoError::Unavailable {
                     method: Method::POST,
                     path: path.to_string(),
                     attempts: 1,
                     last,
                 });
-            }
+            };
             tracing::warn!(error = %last, delay_ms = delay.as_millis() as u64, "Apono API POST failed and created nothing, retrying");
             tokio::time::sleep(delay).await;
-            backoff = (backoff * 2).min(Duration::from_secs(8));
         }
     }
 
@@ -301,7 +306,7 @@ impl AponoClient {
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         let mut attempts = 0;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = self.backoff();
         loop {
             attempts += 1;
             let remaining = self.deadline.saturating_duration_since(Instant::now());
@@ -372,22 +377,16 @@ impl AponoClient {
                 // without_url: the URL carries nothing secret, but keep messages short.
                 Err(err) => (error_chain(&err.without_url()), None),
             };
-            let delay = retry_after.unwrap_or_else(|| jitter(backoff));
-            if !retry
-                || Instant::now()
-                    .checked_add(delay)
-                    .is_none_or(|at| at >= self.deadline)
-            {
+            let Some(delay) = backoff.next_delay(retry_after).filter(|_| retry) else {
                 return Err(AponoError::Unavailable {
                     method,
                     path: path.to_string(),
                     attempts,
                     last,
                 });
-            }
+            };
             tracing::warn!(%method, path, attempt = attempts, error = %last, delay_ms = delay.as_millis() as u64, "Apono API call failed, retrying");
             tokio::time::sleep(delay).await;
-            backoff = (backoff * 2).min(Duration::from_secs(8));
         }
     }
 }
@@ -416,11 +415,6 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-fn jitter(backoff: Duration) -> Duration {
-    let half = backoff / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 fn encode(segment: &str) -> String {
