@@ -6,7 +6,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_sdk_eks::config::retry::{RetryConfig, RetryPartition};
 use custom_resource::aws::ApiError;
-use org_info::api::{AwsOrgApi, OrgApi};
+use org_api::{AwsOrgApi, OrgApi};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub struct AwsFleet {
     pub base: SdkConfig,
     /// From the first invocation's function ARN; asked of STS only if never learned.
     own_account: Arc<tokio::sync::OnceCell<String>>,
-    /// Organizations and Account reads, shared with Custom::OrganizationInfo.
+    /// Organizations and Account reads, shared with Custom::OrganizationInfo (`org-api`).
     pub org: AwsOrgApi,
     /// Tests point EKS at a local fake; production leaves it unset.
     pub eks_endpoint: Option<String>,

@@ -2,7 +2,7 @@
 //! outputs instead of things users must look up and type, and refuses clearly when the stack is
 //! deployed where it cannot work.
 
-pub mod api;
+pub use org_api as api;
 
 use api::{OrgApi, OrgDescription};
 use custom_resource::aws::ApiError;

@@ -1,5 +1,7 @@
-//! What this function asks of AWS, behind a trait so that the decisions in `lib.rs` can be
-//! tested without a network.
+//! The organization and account reads the functions share (`Custom::OrganizationInfo`
+//! resolves the organization with them, `Custom::EksAccessEntries` lists its accounts and
+//! regions), behind a trait so that the decisions built on them can be tested without a
+//! network.
 
 use aws_sdk_account::types::RegionOptStatus;
 use aws_sdk_cloudformation::types::{CallAs, OrganizationStatus};
