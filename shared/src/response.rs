@@ -131,7 +131,9 @@ pub enum UrlPolicy {
     /// Production: https on Amazon S3 hosts only.
     #[default]
     AwsS3Only,
-    /// Tests only, by explicit configuration: also `http://127.0.0.1:<port>`.
+    /// Tests only, by explicit configuration: also `http://127.0.0.1:<port>`. Compiled in
+    /// only with the `test-util` feature.
+    #[cfg(feature = "test-util")]
     AlsoLoopbackForTests,
 }
 
@@ -142,6 +144,7 @@ impl UrlPolicy {
         if is_aws_s3(&url) {
             return Ok(url);
         }
+        #[cfg(feature = "test-util")]
         if self == UrlPolicy::AlsoLoopbackForTests
             && url.scheme() == "http"
             && url.host_str() == Some("127.0.0.1")
@@ -360,11 +363,14 @@ mod tests {
             let err = UrlPolicy::AwsS3Only.check(url).unwrap_err();
             assert!(!err.contains('?'), "{err}");
         }
-        UrlPolicy::AlsoLoopbackForTests
-            .check("http://127.0.0.1:9/x?sig=1")
-            .unwrap();
-        assert!(UrlPolicy::AlsoLoopbackForTests
-            .check("http://10.0.0.1:9/x")
-            .is_err());
+        #[cfg(feature = "test-util")]
+        {
+            UrlPolicy::AlsoLoopbackForTests
+                .check("http://127.0.0.1:9/x?sig=1")
+                .unwrap();
+            assert!(UrlPolicy::AlsoLoopbackForTests
+                .check("http://10.0.0.1:9/x")
+                .is_err());
+        }
     }
 }

@@ -32,7 +32,8 @@ const MAX_ID_BYTES: usize = 1024;
 /// allowed (AWS::CloudFormation::CustomResource, ServiceTimeout: 1-3600 s).
 const SERVICE_TIMEOUT_MAX_SECS: u64 = 3600;
 
-/// Env var that lets tests send responses to `http://127.0.0.1`. Production never sets it.
+/// Env var that lets tests send responses to `http://127.0.0.1`: read only by a build with the
+/// `test-util` feature, which production builds leave out.
 pub const TEST_LOOPBACK_ENV: &str = "CUSTOM_RESOURCE_TEST_ALLOW_LOOPBACK_RESPONSE_URL";
 /// Env var overriding the deadline margin, in seconds.
 pub const DEADLINE_MARGIN_ENV: &str = "CUSTOM_RESOURCE_DEADLINE_MARGIN_SECONDS";
@@ -67,6 +68,7 @@ impl RuntimeConfig {
             // Lambda's longest timeout is 900 s: a larger margin means "stop at once".
             config.deadline_margin = Duration::from_secs_f64(secs.min(900.0));
         }
+        #[cfg(feature = "test-util")]
         if std::env::var(TEST_LOOPBACK_ENV).as_deref() == Ok("1") {
             config.url_policy = UrlPolicy::AlsoLoopbackForTests;
         }
