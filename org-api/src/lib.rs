@@ -3,6 +3,8 @@
 //! regions), behind a trait so that the decisions built on them can be tested without a
 //! network.
 
+pub mod regions;
+
 use aws_sdk_account::types::RegionOptStatus;
 use aws_sdk_cloudformation::types::{CallAs, OrganizationStatus};
 use custom_resource::aws::ApiError;

@@ -158,7 +158,7 @@ impl World {
         .await;
         let mut accounts = vec![org.management_account_id.clone()];
         accounts.extend(org.member_account_ids.clone());
-        let regions: Vec<String> = custom_resource::aws::EKS_REGIONS
+        let regions: Vec<String> = org_info::api::regions::EKS_REGIONS
             .iter()
             .take(options.regions)
             .map(|r| r.to_string())

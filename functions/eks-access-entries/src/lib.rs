@@ -19,12 +19,13 @@ pub use progress::{Counts, Progress, Target};
 pub use props::{EksProps, CLUSTER_ADMIN_POLICY, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMBER_ROLE};
 pub use scheduled::{ScheduledError, ScheduledInput, SCHEDULED_KEY, STACK_AT_REST};
 
-use custom_resource::aws::{eks_regions_among, ApiError};
+use custom_resource::aws::ApiError;
 use custom_resource::{
     Context, CustomResource, HandlerResult, Outcome, Output, Request, RequestKind,
 };
 use eks::{Grant, Owner};
 use fleet::Fleet;
+use org_api::regions::eks_regions_among;
 use std::sync::Arc;
 
 pub const DATA_KEYS: &[&str] = &[

@@ -167,7 +167,7 @@ impl<A: OrgApi> OrgInfo<A> {
 
         let regions = async {
             let enabled = self.api.enabled_regions().await?;
-            Ok::<_, OrgError>(custom_resource::aws::eks_regions_among(&enabled))
+            Ok::<_, OrgError>(api::regions::eks_regions_among(&enabled))
         };
         if !privileged {
             // A member allowed to proceed: only what a member may read.

@@ -164,7 +164,7 @@ async fn main() {
         .split(',')
         .map(|c| c.trim().parse().expect("--concurrency"))
         .collect();
-    let eks_regions = custom_resource::aws::EKS_REGIONS;
+    let eks_regions = org_info::api::regions::EKS_REGIONS;
     assert!(
         regions.max(t_regions) <= eks_regions.len(),
         "at most {} regions",
