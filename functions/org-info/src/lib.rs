@@ -132,6 +132,62 @@ impl<A: OrgApi> OrgInfo<A> {
 
     /// Resolves everything, independent calls concurrently.
     pub async fn resolve(&self, props: &OrgInfoProps) -> Result<Resolved, OrgError> {
+        let standing = self.standing(props).await?;
+        let regions = async {
+            let enabled = self.api.enabled_regions().await?;
+            Ok::<_, OrgError>(api::regions::eks_regions_among(&enabled))
+        };
+        let Standing {
+            organization_id,
+            management_account_id,
+            is_management_account,
+            is_delegated_administrator,
+        } = standing;
+        if !(is_management_account || is_delegated_administrator) {
+            // A member allowed to proceed: only what a member may read.
+            return Ok(Resolved {
+                root_id: props.root_id.clone().unwrap_or_default(),
+                organization_id,
+                management_account_id,
+                is_management_account,
+                is_delegated_administrator,
+                active_account_count: None,
+                regions: regions.await?,
+                stacksets_trusted_access: None,
+            });
+        }
+        let as_delegated_admin = !is_management_account;
+        let (roots, count, trusted, regions) = tokio::try_join!(
+            async { Ok::<_, OrgError>(self.api.root_ids().await?) },
+            async { Ok::<_, OrgError>(self.api.active_account_count().await?) },
+            async {
+                let trusted = self.api.stacksets_trusted_access(as_delegated_admin);
+                Ok::<_, OrgError>(trusted.await?)
+            },
+            regions,
+        )?;
+        let root_id = root_of(props, &roots, &organization_id)?;
+        let activate = props.activate_stack_sets_trusted_access.unwrap_or(false);
+        if !trusted {
+            self.activate_trusted_access(&organization_id, activate && is_management_account)
+                .await?;
+        }
+        Ok(Resolved {
+            organization_id,
+            root_id,
+            management_account_id,
+            is_management_account,
+            is_delegated_administrator,
+            active_account_count: Some(count),
+            regions,
+            stacksets_trusted_access: Some(true),
+        })
+    }
+
+    /// Which organization the caller is in, and whether it may read all of it (the
+    /// management account or a delegated administrator); refused when it may not and the
+    /// properties require it.
+    async fn standing(&self, props: &OrgInfoProps) -> Result<Standing, OrgError> {
         let (account, org) =
             tokio::try_join!(self.api.caller_account(), self.api.describe_organization())?;
         let Some(OrgDescription {
@@ -141,13 +197,15 @@ impl<A: OrgApi> OrgInfo<A> {
         else {
             return Err(OrgError::NotInOrganization { account });
         };
-        if let Some(given) = &props.organization_id {
-            if *given != organization_id {
-                return Err(OrgError::OrganizationMismatch {
-                    given: given.clone(),
-                    actual: organization_id,
-                });
-            }
+        if let Some(given) = props
+            .organization_id
+            .as_ref()
+            .filter(|g| **g != organization_id)
+        {
+            return Err(OrgError::OrganizationMismatch {
+                given: given.clone(),
+                actual: organization_id,
+            });
         }
         let is_management_account = account == management_account_id;
         let is_delegated_administrator = !is_management_account
@@ -164,80 +222,58 @@ impl<A: OrgApi> OrgInfo<A> {
                 management: management_account_id,
             });
         }
-
-        let regions = async {
-            let enabled = self.api.enabled_regions().await?;
-            Ok::<_, OrgError>(api::regions::eks_regions_among(&enabled))
-        };
-        if !privileged {
-            // A member allowed to proceed: only what a member may read.
-            return Ok(Resolved {
-                root_id: props.root_id.clone().unwrap_or_default(),
-                organization_id,
-                management_account_id,
-                is_management_account,
-                is_delegated_administrator,
-                active_account_count: None,
-                regions: regions.await?,
-                stacksets_trusted_access: None,
-            });
-        }
-
-        let as_delegated_admin = !is_management_account;
-        let (roots, count, trusted, regions) = tokio::try_join!(
-            async { Ok::<_, OrgError>(self.api.root_ids().await?) },
-            async { Ok::<_, OrgError>(self.api.active_account_count().await?) },
-            async {
-                Ok::<_, OrgError>(
-                    self.api
-                        .stacksets_trusted_access(as_delegated_admin)
-                        .await?,
-                )
-            },
-            regions,
-        )?;
-        let actual_root = roots.first().cloned().ok_or_else(|| OrgError::NoRoot {
-            organization: organization_id.clone(),
-        })?;
-        if let Some(given) = &props.root_id {
-            if !roots.contains(given) {
-                return Err(OrgError::RootMismatch {
-                    given: given.clone(),
-                    organization: organization_id,
-                    actual: actual_root,
-                });
-            }
-        }
-        let root_id = props.root_id.clone().unwrap_or(actual_root);
-
-        let trusted = if trusted {
-            true
-        } else if props.activate_stack_sets_trusted_access.unwrap_or(false) && is_management_account
-        {
-            tracing::info!(organization = %organization_id, "activating StackSets trusted access");
-            self.api.activate_stacksets_trusted_access().await?;
-            if !self.api.stacksets_trusted_access(false).await? {
-                return Err(OrgError::TrustedAccessNotYetActive {
-                    organization: organization_id,
-                });
-            }
-            true
-        } else {
-            return Err(OrgError::TrustedAccessInactive {
-                organization: organization_id,
-            });
-        };
-
-        Ok(Resolved {
+        Ok(Standing {
             organization_id,
-            root_id,
             management_account_id,
             is_management_account,
             is_delegated_administrator,
-            active_account_count: Some(count),
-            regions,
-            stacksets_trusted_access: Some(trusted),
         })
+    }
+
+    /// StackSets trusted access is off: turn it on if asked to (and allowed: the management
+    /// account), else say how.
+    async fn activate_trusted_access(
+        &self,
+        organization_id: &str,
+        activate: bool,
+    ) -> Result<(), OrgError> {
+        if !activate {
+            return Err(OrgError::TrustedAccessInactive {
+                organization: organization_id.to_string(),
+            });
+        }
+        tracing::info!(organization = %organization_id, "activating StackSets trusted access");
+        self.api.activate_stacksets_trusted_access().await?;
+        if !self.api.stacksets_trusted_access(false).await? {
+            return Err(OrgError::TrustedAccessNotYetActive {
+                organization: organization_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where the caller stands in its organization.
+struct Standing {
+    organization_id: String,
+    management_account_id: String,
+    is_management_account: bool,
+    is_delegated_administrator: bool,
+}
+
+/// The root: the organization's, checked against the one the properties name.
+fn root_of(props: &OrgInfoProps, roots: &[String], organization: &str) -> Result<String, OrgError> {
+    let actual = roots.first().cloned().ok_or_else(|| OrgError::NoRoot {
+        organization: organization.to_string(),
+    })?;
+    match &props.root_id {
+        Some(given) if !roots.contains(given) => Err(OrgError::RootMismatch {
+            given: given.clone(),
+            organization: organization.to_string(),
+            actual,
+        }),
+        Some(given) => Ok(given.clone()),
+        None => Ok(actual),
     }
 }
 
