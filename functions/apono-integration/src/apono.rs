@@ -309,73 +309,10 @@ impl AponoClient {
         let mut backoff = self.backoff();
         loop {
             attempts += 1;
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            let mut request = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(&self.token)
-                .timeout(
-                    remaining
-                        .min(Duration::from_secs(30))
-                        .max(Duration::from_millis(1)),
-                );
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            let (last, retry_after) = match request.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        // Anything longer than the Lambda timeout only means "not now".
-                        .map(|secs| Duration::from_secs(secs.min(900)));
-                    if status.is_success() {
-                        let bytes = read_limited(resp, MAX_BODY_BYTES).await.map_err(|e| {
-                            AponoError::Decode {
-                                method: method.clone(),
-                                path: path.to_string(),
-                                message: e,
-                            }
-                        })?;
-                        if bytes.is_empty() {
-                            return Ok(Some(Value::Null));
-                        }
-                        return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                            AponoError::Decode {
-                                method: method.clone(),
-                                path: path.to_string(),
-                                message: e.to_string(),
-                            }
-                        });
-                    }
-                    if status == StatusCode::NOT_FOUND {
-                        return Ok(None);
-                    }
-                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        return Err(AponoError::Rejected {
-                            parameter: self.token_parameter.clone(),
-                            status: status.as_u16(),
-                        });
-                    }
-                    let text = read_limited(resp, MAX_ERROR_BODY_BYTES)
-                        .await
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
-                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-                        return Err(AponoError::Client {
-                            method,
-                            path: path.to_string(),
-                            status: status.as_u16(),
-                            message: api_message(&text),
-                        });
-                    }
-                    (format!("HTTP {}", status.as_u16()), retry_after)
-                }
-                // without_url: the URL carries nothing secret, but keep messages short.
-                Err(err) => (error_chain(&err.without_url()), None),
+            let (last, retry_after) = match self.attempt(&method, &url, path, body.as_ref()).await?
+            {
+                Attempt::Answered(answer) => return Ok(answer),
+                Attempt::Unclear { last, retry_after } => (last, retry_after),
             };
             let Some(delay) = backoff.next_delay(retry_after).filter(|_| retry) else {
                 return Err(AponoError::Unavailable {
@@ -389,6 +326,96 @@ impl AponoClient {
             tokio::time::sleep(delay).await;
         }
     }
+
+    /// One request: its answer (`None` for a 404), an error that retrying cannot fix, or an
+    /// unclear end (throttling, 5xx, transport) that may be retried.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Attempt, AponoError> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(&self.token)
+            .timeout(remaining.clamp(Duration::from_millis(1), Duration::from_secs(30)));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = match request.send().await {
+            Ok(resp) => resp,
+            // without_url: the URL carries nothing secret, but keep messages short.
+            Err(err) => {
+                return Ok(Attempt::Unclear {
+                    last: error_chain(&err.without_url()),
+                    retry_after: None,
+                })
+            }
+        };
+        let status = resp.status();
+        let decode_error = |message: String| AponoError::Decode {
+            method: method.clone(),
+            path: path.to_string(),
+            message,
+        };
+        if status.is_success() {
+            let bytes = read_limited(resp, MAX_BODY_BYTES)
+                .await
+                .map_err(decode_error)?;
+            if bytes.is_empty() {
+                return Ok(Attempt::Answered(Some(Value::Null)));
+            }
+            let value = serde_json::from_slice(&bytes).map_err(|e| decode_error(e.to_string()))?;
+            return Ok(Attempt::Answered(Some(value)));
+        }
+        match status {
+            StatusCode::NOT_FOUND => return Ok(Attempt::Answered(None)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(AponoError::Rejected {
+                    parameter: self.token_parameter.clone(),
+                    status: status.as_u16(),
+                })
+            }
+            _ => {}
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            // Anything longer than the Lambda timeout only means "not now".
+            .map(|secs| Duration::from_secs(secs.min(900)));
+        let text = read_limited(resp, MAX_ERROR_BODY_BYTES)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+            return Err(AponoError::Client {
+                method: method.clone(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                message: api_message(&text),
+            });
+        }
+        Ok(Attempt::Unclear {
+            last: format!("HTTP {}", status.as_u16()),
+            retry_after,
+        })
+    }
+}
+
+/// How one request ended.
+enum Attempt {
+    /// Apono answered (`None`: 404).
+    Answered(Option<Value>),
+    /// No clear answer: it may or may not have been carried out.
+    Unclear {
+        last: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// At most this many pages of a list (1,000 x 100 integrations of one name on one connector).
