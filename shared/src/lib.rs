@@ -174,17 +174,25 @@ pub trait CustomResource: Send + Sync + 'static {
         request: &Request<Self::Properties>,
     ) -> impl Future<Output = HandlerResult<Outcome>> + Send;
 
+    /// Default: `create` again, for a resource whose Update is its Create (one that reads, or
+    /// puts in place). The physical ID it returns decides: the same (or none) keeps the
+    /// resource, another replaces it (CloudFormation then deletes the old one).
     fn update(
         &self,
         ctx: &Context,
         request: &Request<Self::Properties>,
-    ) -> impl Future<Output = HandlerResult<Outcome>> + Send;
+    ) -> impl Future<Output = HandlerResult<Outcome>> + Send {
+        self.create(ctx, request)
+    }
 
+    /// Default: nothing to delete, for a resource that makes nothing.
     fn delete(
         &self,
-        ctx: &Context,
-        request: &Request<Self::Properties>,
-    ) -> impl Future<Output = HandlerResult<Outcome>> + Send;
+        _ctx: &Context,
+        _request: &Request<Self::Properties>,
+    ) -> impl Future<Output = HandlerResult<Outcome>> + Send {
+        async { Ok(Output::keep().into()) }
+    }
 
     /// The physical ID a failed Create of this request answers with; asked once the handler
     /// has stopped, so it may depend on what the handler got to. A resource whose Create makes

@@ -51,11 +51,10 @@ impl PropertyError {
     }
 }
 
-/// Parses a properties object (settings removed) into `P`, naming the property on failure.
-pub fn parse<P: Properties>(
-    mut value: serde_json::Value,
-    secret_names: &[&str],
-) -> Result<P, PropertyError> {
+/// Parses a properties object (settings removed) into `P`, naming the property on failure
+/// (and never quoting the value of one of `P::SECRETS`).
+pub fn parse<P: Properties>(mut value: serde_json::Value) -> Result<P, PropertyError> {
+    let secret_names = P::SECRETS;
     if let Some(map) = value.as_object_mut() {
         for key in RESOURCE_SETTINGS {
             map.remove(*key);
@@ -224,20 +223,19 @@ mod tests {
         let p: Sample = parse(
             json!({"ServiceToken": "arn:x", "ServiceTimeout": "300", "Name": "a", "Count": "5",
                    "Enabled": "TRUE", "Items": "x, y,,z"}),
-            Sample::SECRETS,
         )
         .unwrap();
         assert_eq!(p.count, Some(5));
         assert_eq!(p.enabled, Some(true));
         assert_eq!(p.items, vec!["x", "y", "z"]);
-        let p: Sample = parse(json!({"Name": "a", "Items": ["q"], "Count": ""}), &[]).unwrap();
+        let p: Sample = parse(json!({"Name": "a", "Items": ["q"], "Count": ""})).unwrap();
         assert_eq!(p.items, vec!["q"]);
         assert_eq!(p.count, None);
     }
 
     #[test]
     fn bad_number_names_the_property_and_the_expectation() {
-        let err = parse::<Sample>(json!({"Name": "a", "Count": "five"}), &[]).unwrap_err();
+        let err = parse::<Sample>(json!({"Name": "a", "Count": "five"})).unwrap_err();
         assert_eq!(err.property, "Count");
         assert!(err.message.contains("expected a number"), "{err}");
         assert!(err.message.contains("five"), "{err}");
@@ -245,17 +243,16 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_properties_are_named() {
-        let err = parse::<Sample>(json!({}), &[]).unwrap_err();
+        let err = parse::<Sample>(json!({})).unwrap_err();
         assert_eq!(err.property, "Name");
-        let err = parse::<Sample>(json!({"Name": "a", "Nmae": "b"}), &[]).unwrap_err();
+        let err = parse::<Sample>(json!({"Name": "a", "Nmae": "b"})).unwrap_err();
         assert_eq!(err.property, "Nmae");
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]
     fn a_secret_property_with_a_bad_type_is_named_without_its_value() {
-        let err = parse::<Sample>(json!({"Name": "a", "Token": ["s3cr3t-value"]}), &["Token"])
-            .unwrap_err();
+        let err = parse::<Sample>(json!({"Name": "a", "Token": ["s3cr3t-value"]})).unwrap_err();
         assert_eq!(err.property, "Token");
         assert!(!err.to_string().contains("s3cr3t-value"));
     }

@@ -49,7 +49,7 @@ impl<F: Fleet> EksAccessEntries<F> {
                 serde_json::from_value(state).map_err(|e| ScheduledError(e.to_string()))?
             }
             None => {
-                let props: EksProps = custom_resource::props::parse(input.properties.clone(), &[])
+                let props: EksProps = custom_resource::props::parse(input.properties.clone())
                     .map_err(|e| ScheduledError(e.to_string()))?;
                 self.plan(Some(&props), None, &owner)
                     .await

@@ -286,16 +286,9 @@ impl<A: OrgApi> CustomResource for OrgInfo<A> {
         Ok(resolved.output().into())
     }
 
-    /// Re-resolves everything; the physical ID (the organization ID) stays unless the stack
-    /// now sees another organization.
-    async fn update(&self, ctx: &Context, req: &Request<OrgInfoProps>) -> HandlerResult<Outcome> {
-        self.create(ctx, req).await
-    }
-
-    /// Nothing to undo: this resource only reads (and never deactivates trusted access).
-    async fn delete(&self, _: &Context, _: &Request<OrgInfoProps>) -> HandlerResult<Outcome> {
-        Ok(Output::keep().into())
-    }
+    // Update: the default, Create again (the physical ID, the organization ID, stays unless the
+    // stack now sees another organization). Delete: the default, nothing to undo (this
+    // resource only reads, and never deactivates trusted access).
 }
 
 #[cfg(test)]

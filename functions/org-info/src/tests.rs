@@ -262,14 +262,12 @@ async fn plain_member_is_refused_naming_account_org_and_management_account() {
 fn bad_override_formats_are_rejected_before_any_call() {
     let err = custom_resource::props::parse::<OrgInfoProps>(
         serde_json::json!({"OrganizationId": "o-BAD"}),
-        &[],
     )
     .unwrap_err();
     assert_eq!(err.property, "OrganizationId");
     assert!(err.message.contains("o-k012345a67"), "{err}");
     let err = custom_resource::props::parse::<OrgInfoProps>(
         serde_json::json!({"RootId": "ou-ab12-cd34ef56"}),
-        &[],
     )
     .unwrap_err();
     assert_eq!(err.property, "RootId");

@@ -135,14 +135,11 @@ fn parse<P: Properties>(env: &Envelope, event: &mut Value) -> Result<Parsed<P>, 
         return Err(Answer::succeeded(fallback_id, Output::keep()));
     }
     let field = |name: &str| event.get(name).cloned();
-    let properties = props::parse::<P>(
-        field("ResourceProperties").unwrap_or(Value::Null),
-        P::SECRETS,
-    )
-    .map_err(|err| Answer::failed(fallback_id.clone(), err.to_string()))?;
+    let properties = props::parse::<P>(field("ResourceProperties").unwrap_or(Value::Null))
+        .map_err(|err| Answer::failed(fallback_id.clone(), err.to_string()))?;
     let old_properties = match kind {
         RequestKind::Update => field("OldResourceProperties").and_then(|old| {
-            props::parse::<P>(old, P::SECRETS)
+            props::parse::<P>(old)
                 .map_err(|e| tracing::warn!(error = %e, "old properties do not parse; treating every property as changed"))
                 .ok()
         }),

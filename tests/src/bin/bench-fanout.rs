@@ -79,15 +79,12 @@ async fn run(
             .await
             .unwrap(),
     );
-    let props: EksProps = custom_resource::props::parse(
-        serde_json::json!({
-            "PrincipalArn": "arn:aws:iam::123456789012:role/apono-connector",
-            "Regions": shape.regions.join(","),
-            "Accounts": shape.accounts.join(","),
-            "MaxConcurrency": concurrency.to_string(),
-        }),
-        &[],
-    )
+    let props: EksProps = custom_resource::props::parse(serde_json::json!({
+        "PrincipalArn": "arn:aws:iam::123456789012:role/apono-connector",
+        "Regions": shape.regions.join(","),
+        "Accounts": shape.accounts.join(","),
+        "MaxConcurrency": concurrency.to_string(),
+    }))
     .unwrap();
     let owner = Owner {
         stack_id: "bench".into(),

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 type Check = fn(Value) -> Result<(), String>;
 
 fn check<P: Properties>(value: Value) -> Result<(), String> {
-    parse::<P>(value, P::SECRETS)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    parse::<P>(value).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Each custom resource type, its parser and the `Data` keys it returns.
