@@ -1,0 +1,348 @@
+//! One scenario's lifecycle and the checks made at each step.
+
+use super::*;
+use crate::deploy::{Stack, StackStatus};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// One scope x connector mode, as a user would deploy it.
+pub(super) struct Scenario {
+    pub(super) scope: &'static str,
+    pub(super) mode: &'static str,
+}
+
+impl Scenario {
+    pub(super) fn parameters(
+        &self,
+        connector_role: &str,
+        integration_name: &str,
+    ) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = [
+            ("Scope", self.scope),
+            ("ConnectorMode", self.mode),
+            ("AponoConnectorId", CONNECTOR_ID),
+            ("AponoApiTokenParameterName", TOKEN_PARAMETER),
+            ("AponoIntegrationName", integration_name),
+            ("ConnectorWaitSeconds", "30"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        match self.mode {
+            "Deploy" => p.extend(
+                [
+                    ("VpcId", "vpc-0abc12345"),
+                    ("SubnetIds", "subnet-0abc12345,subnet-0def67890"),
+                    (
+                        "ConnectorTokenSecretArn",
+                        "arn:aws:secretsmanager:us-east-1:123456789012:secret:apono-connector-AbCdEf",
+                    ),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
+            _ => p.push(("ConnectorRoleArn".into(), connector_role.into())),
+        }
+        p
+    }
+}
+
+/// Removes the policy statement `sid` from every role of `template`; true if one was there.
+pub(super) fn remove_statement(template: &mut Value, sid: &str) -> bool {
+    let mut removed = false;
+    for (_, resource) in template["Resources"].as_object_mut().into_iter().flatten() {
+        let policies = resource
+            .get_mut("Properties")
+            .and_then(|p| p.get_mut("Policies"))
+            .and_then(Value::as_array_mut);
+        for policy in policies.into_iter().flatten() {
+            if let Some(statements) = policy["PolicyDocument"]["Statement"].as_array_mut() {
+                let before = statements.len();
+                statements.retain(|s| s["Sid"] != sid);
+                removed |= statements.len() < before;
+            }
+        }
+    }
+    removed
+}
+
+pub(super) fn borrowed(p: &[(String, String)]) -> Vec<(&str, &str)> {
+    p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+pub(super) fn status_line(status: &StackStatus) -> String {
+    custom_resource::response::truncate_utf8(&format!("{status:?}"), 300).to_string()
+}
+
+/// Prints the operations since `since`, in start order.
+pub(super) fn show_timeline(stack: &Stack, since: usize) {
+    for line in stack.timeline(since) {
+        println!("         {line}");
+    }
+}
+
+/// One scenario's lifecycle: create, a real update, a no-op update, delete (the schedule
+/// firing throughout); in the first scenario also a refused create and a rolled-back one.
+pub(super) async fn lifecycle(
+    report: &mut Report,
+    options: &Options,
+    bin: &std::path::Path,
+    template: &Value,
+    scenario: &Scenario,
+    seed: u64,
+    failures_too: bool,
+) -> Vec<FunctionLog> {
+    let w = World::new(options, bin).await;
+    let cloud = LocalCloud::new(&w, template, seed);
+    let tag = format!("{}/{} seed {seed}", scenario.scope, scenario.mode);
+    println!(
+        "\n== {tag}: organization {} ({} members in {} OUs), EKS in {} regions",
+        w.org.organization_id,
+        w.org.member_account_ids.len(),
+        w.org.ou_ids.len(),
+        w.regions.len()
+    );
+    if scenario.mode == "Existing" {
+        w.apono.add_connector(CONNECTOR_ID, "CONNECTED");
+    }
+    let mgmt = w.org.management_account_id.clone();
+    let v1 = role(&mgmt, "apono-connector-v1");
+    let v2 = role(&mgmt, "apono-connector-v2");
+    let reached = match scenario.scope {
+        "Organization" => w.accounts.len(),
+        _ => 1,
+    };
+    let mut stack = Stack::new(template.clone());
+    stack.set_account(&mgmt);
+
+    if failures_too {
+        // A stack whose rules refuse it: nothing may be created.
+        let mut refused = Stack::new(template.clone());
+        let mut p = Scenario {
+            scope: scenario.scope,
+            mode: "Deploy",
+        }
+        .parameters(&v1, "");
+        p.retain(|(k, _)| k != "VpcId");
+        let status = refused.create(&cloud, &borrowed(&p), seed).await;
+        report.check(
+            &format!("{tag}: rules refuse Deploy mode without VpcId"),
+            matches!(&status, StackStatus::Refused(why) if why.contains("needs VpcId"))
+                && refused.operations.is_empty(),
+            status_line(&status),
+        );
+
+        // A create that fails in the middle, and its rollback.
+        let mut failing = Stack::new(template.clone());
+        failing.set_account(&mgmt);
+        let mut p = Scenario {
+            scope: scenario.scope,
+            mode: "Existing",
+        }
+        .parameters(&v1, "");
+        for (k, v) in p.iter_mut() {
+            match k.as_str() {
+                "AponoConnectorId" => *v = "not-installed".into(),
+                "ConnectorWaitSeconds" => *v = "3".into(),
+                _ => {}
+            }
+        }
+        let status = failing.create(&cloud, &borrowed(&p), seed).await;
+        show_timeline(&failing, 0);
+        let clear = matches!(&status, StackStatus::RollbackComplete(why)
+            if why.contains("not-installed is not known to Apono after waiting"));
+        report.check(
+            &format!("{tag}: failing Create rolls back cleanly"),
+            clear && failing.physical_ids().is_empty(),
+            status_line(&status),
+        );
+        let left = w.ours(&v1);
+        let integrations = w.apono.integrations().len();
+        report.check(
+            &format!("{tag}: the rollback left nothing behind"),
+            left == 0 && integrations == 1 && w.someone_elses_entry_kept(),
+            format!("{left} tagged entries, {integrations} integrations (1 was there before)"),
+        );
+
+        // A grant taken out of the template: the function is refused as AWS would refuse it,
+        // and the stack rolls back.
+        let mut ungranted = template.clone();
+        let removed = remove_statement(&mut ungranted, "ReadAponoToken");
+        let mut denied = Stack::new(ungranted);
+        denied.set_account(&mgmt);
+        let p = Scenario {
+            scope: scenario.scope,
+            mode: "Existing",
+        }
+        .parameters(&v1, "");
+        let status = denied.create(&cloud, &borrowed(&p), seed).await;
+        show_timeline(&denied, 0);
+        let refused = matches!(&status, StackStatus::RollbackComplete(why)
+            if why.contains("access denied calling ssm:GetParameter"));
+        report.check(
+            &format!("{tag}: without its ssm:GetParameter grant, AccessDenied"),
+            removed && refused && denied.physical_ids().is_empty(),
+            status_line(&status),
+        );
+    }
+
+    // ---- Create.
+    let since = stack.operations.len();
+    let params = scenario.parameters(&v1, "");
+    let status = stack.create(&cloud, &borrowed(&params), seed).await;
+    show_timeline(&stack, since);
+    report.check(
+        &format!("{tag}: Create"),
+        status == StackStatus::CreateComplete,
+        status_line(&status),
+    );
+    let principal = match scenario.mode {
+        "Deploy" => stack
+            .attribute("ConnectorTaskRole", "Arn")
+            .unwrap_or_default(),
+        _ => v1.clone(),
+    };
+    let created = w.ours(&principal);
+    report.check(
+        &format!("{tag}: an entry on every eligible cluster it reaches"),
+        created == w.eligible_clusters(reached),
+        format!(
+            "{created} of {} (CONFIG_MAP and CREATING clusters skipped)",
+            w.eligible_clusters(reached)
+        ),
+    );
+    let ours = w.apono.integrations().len() - 1;
+    report.check(
+        &format!("{tag}: one integration registered"),
+        ours == 1,
+        format!("{ours} of ours"),
+    );
+
+    // ---- A cluster created after the stack: the next scheduled run gives it its entry.
+    let account = w.accounts[reached - 1].clone();
+    let region = w.regions[0].clone();
+    w.eks
+        .add_cluster(&account, &region, "created-later", "ACTIVE", "API");
+    w.added_later.set(w.added_later.get() + 1);
+    let appeared = tokio::time::Instant::now();
+    let mut enrolled = None;
+    while appeared.elapsed() < Duration::from_secs(30) {
+        if w.eks
+            .entries(&account, &region, "created-later")
+            .contains_key(&principal)
+        {
+            enrolled = Some(appeared.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.check(
+        &format!("{tag}: a cluster created after the stack gets its entry from the schedule"),
+        enrolled.is_some() && w.ours(&principal) == w.eligible_clusters(reached),
+        match enrolled {
+            Some(after) => format!("entry {} ms after the cluster appeared", after.as_millis()),
+            None => "no entry after 30 s".to_string(),
+        },
+    );
+
+    // ---- A real update.
+    let since = stack.operations.len();
+    let new_principal = match scenario.mode {
+        "Deploy" => principal.clone(),
+        _ => v2.clone(),
+    };
+    let params = scenario.parameters(&v2, "renamed-by-update");
+    let status = stack.update(&cloud, &borrowed(&params), seed).await;
+    show_timeline(&stack, since);
+    let renamed = w
+        .apono
+        .integrations()
+        .iter()
+        .any(|i| i["name"] == "renamed-by-update");
+    report.check(
+        &format!("{tag}: Update (integration renamed, connector role changed)"),
+        status == StackStatus::UpdateComplete && renamed,
+        status_line(&status),
+    );
+    let (now, before) = (w.ours(&new_principal), w.ours(&v1));
+    let moved = match scenario.mode {
+        "Deploy" => now == w.eligible_clusters(reached),
+        _ => now == w.eligible_clusters(reached) && before == 0,
+    };
+    report.check(
+        &format!("{tag}: entries follow the connector role"),
+        moved && w.someone_elses_entry_kept(),
+        format!("{now} for the current role, {before} of ours left for the old one"),
+    );
+
+    // ---- No-op update.
+    let since = stack.operations.len();
+    let writes_before = w.eks.mutations() + w.apono.writes();
+    let status = stack.update(&cloud, &borrowed(&params), seed).await;
+    let writes = w.eks.mutations() + w.apono.writes() - writes_before;
+    report.check(
+        &format!("{tag}: no-op Update sends nothing, writes nothing"),
+        status == StackStatus::UpdateComplete && stack.operations.len() == since && writes == 0,
+        format!(
+            "{} operations, {writes} writes (scheduled runs included)",
+            stack.operations.len() - since
+        ),
+    );
+
+    // ---- Delete, with the schedule firing until its rule is gone.
+    let since = stack.operations.len();
+    let status = stack.delete(&cloud, seed).await;
+    show_timeline(&stack, since);
+    // Let anything still queued in the function (a last scheduled run) finish first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = w.ours(&new_principal) + w.ours(&v1);
+    let integrations: Vec<String> = w
+        .apono
+        .integrations()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    report.check(
+        &format!("{tag}: Delete"),
+        status == StackStatus::DeleteComplete,
+        status_line(&status),
+    );
+    let member_roles = cloud.member_roles().await;
+    report.check(
+        &format!("{tag}: Delete left nothing of ours, everything else"),
+        left == 0
+            && integrations == ["team-x-aws"]
+            && w.someone_elses_entry_kept()
+            && member_roles.is_empty(),
+        format!(
+            "{left} tagged entries, {} member roles, Apono {integrations:?}, {} scheduled runs fired",
+            member_roles.len(),
+            cloud.fired.load(Ordering::SeqCst)
+        ),
+    );
+    let largest =
+        w.rx.accepted()
+            .iter()
+            .map(|r| r.body.len())
+            .max()
+            .unwrap_or(0);
+    report.check(
+        &format!("{tag}: every response within 4096 bytes"),
+        largest <= 4096,
+        format!(
+            "{} responses, largest {largest} bytes",
+            w.rx.accepted().len()
+        ),
+    );
+    // What each function process wrote, and the secret key it held, for the log scan.
+    w.started
+        .take()
+        .into_iter()
+        .map(|started| FunctionLog {
+            name: started.name,
+            text: started.output.lock().unwrap().join("\n"),
+            secret: started.secret,
+        })
+        .collect()
+}
