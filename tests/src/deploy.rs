@@ -3,6 +3,9 @@
 //! rolls back what was done. What each resource *does* is up to a [`Provider`] (the local run's
 //! emulated cloud); this module only decides when.
 //!
+//! Over 400 lines on purpose: create, update, delete and their rollbacks are one state machine
+//! over the same stack state, and read best in one place.
+//!
 //! - Create: rules first (a failed assertion stops the stack before anything exists); then
 //!   every resource whose dependencies are complete starts, in an order shuffled by the seed,
 //!   all of them in parallel. The first failure stops new starts, waits for the running ones,

@@ -1,5 +1,8 @@
 //! A fake of Apono's admin API on 127.0.0.1: connectors (v3) and integrations (v4) with the
 //! shapes of Apono's public OpenAPI spec, bearer-token checks, cursor pagination and controllable faults.
+//!
+//! Over 400 lines on purpose: the routes, the faults that act inside them and the state they
+//! share are one service, read beside Apono's spec.
 
 use axum::body::Bytes;
 use axum::extract::State;

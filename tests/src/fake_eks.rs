@@ -2,6 +2,9 @@
 //! entries with their policies. The caller's account is what moto says it is (the request's
 //! Authorization header is replayed to moto's GetCallerIdentity; moto maps access keys to
 //! accounts without checking signatures); the region is the SigV4 credential scope's.
+//!
+//! Over 400 lines on purpose: the routes, the IAM condition keys each action offers and the
+//! state they act on are one service, read top to bottom like AWS's API reference.
 
 use axum::body::Bytes;
 use axum::extract::State;
