@@ -13,7 +13,7 @@ functions=(-p org-info -p apono-integration -p eks-access-entries)
 echo "== cold start and memory (release, $(uname -m))"
 # With the test kit's hooks (loopback response URLs): the bench answers on 127.0.0.1.
 cargo build --quiet --release --locked "${functions[@]}" --features custom-resource/test-util
-cargo build --quiet --locked -p bench --bins
+cargo build --quiet --locked -p testkit --bins
 # As on a system that names no CA file or directory (no SSL_CERT_FILE or SSL_CERT_DIR): the functions
 # then read the distribution's CA bundle alone. BENCH_BEFORE_DIR: binaries built before a
 # change, run alternately with these and shown beside them.

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH" CARGO_PROFILE_DEV_DEBUG=0
-cargo run --quiet --locked -p bench --bin local-run -- "$@"
+cargo run --quiet --locked -p testkit --bin local-run -- "$@"

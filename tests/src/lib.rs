@@ -1,4 +1,4 @@
-//! The hermetic test bench: moto on a free loopback port, a recording response receiver with
+//! The hermetic test kit: moto on a free loopback port, a recording response receiver with
 //! fault injection, CloudFormation event builders, and an in-process driver for handlers.
 //! Nothing here talks to real AWS or the real Apono API.
 

@@ -1,19 +1,19 @@
 //! Secrets never reach a log line, a reason or `Data`, at `debug` level.
 //!
 //! A test binary of its own: its tests read the process-wide log capture
-//! (`bench::logs::capture`, which explains why), and every test here calls it first, so the
+//! (`testkit::logs::capture`, which explains why), and every test here calls it first, so the
 //! capturing subscriber is in place before any event of the process.
 
 use apono_integration::token::SsmTokens;
 use apono_integration::AponoIntegration;
-use bench::demo::Demo;
-use bench::events::Event;
-use bench::fake_apono::{ApiFault, FakeApono};
-use bench::invoke::Invoker;
-use bench::logs::capture;
-use bench::moto::Moto;
-use bench::receiver::{Receiver, FAKE_SIGNATURE};
 use serde_json::json;
+use testkit::demo::Demo;
+use testkit::events::Event;
+use testkit::fake_apono::{ApiFault, FakeApono};
+use testkit::invoke::Invoker;
+use testkit::logs::capture;
+use testkit::moto::Moto;
+use testkit::receiver::{Receiver, FAKE_SIGNATURE};
 
 #[tokio::test]
 async fn secrets_and_the_url_signature_never_reach_the_logs() {

@@ -19,15 +19,15 @@
 //!                     [--concurrency 16,32,64,128,256] [--t-accounts 40] [--t-regions 4]
 //!                     [--sample-secs 10]
 
-use bench::arg;
-use bench::fake_eks::FakeEks;
-use bench::moto::Moto;
-use bench::org::seed_organization;
 use custom_resource::Context;
 use eks_access_entries::eks::Owner;
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::{EksAccessEntries, EksProps, RunResult, DEFAULT_MAX_CONCURRENCY};
 use std::time::{Duration, Instant};
+use testkit::arg;
+use testkit::fake_eks::FakeEks;
+use testkit::moto::Moto;
+use testkit::org::seed_organization;
 
 struct Shape<'a> {
     accounts: &'a [String],

@@ -7,18 +7,18 @@
 //!
 //! usage: bench-lambda --bin-dir target/release [--runs 10] [--before-dir DIR]
 
-use bench::arg;
-use bench::events::Event;
-use bench::fake_apono::FakeApono;
-use bench::fake_eks::FakeEks;
-use bench::fake_platform::FakePlatform;
-use bench::lambda::Function;
-use bench::moto::Moto;
-use bench::org::seed_organization;
-use bench::receiver::Receiver;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testkit::arg;
+use testkit::events::Event;
+use testkit::fake_apono::FakeApono;
+use testkit::fake_eks::FakeEks;
+use testkit::fake_platform::FakePlatform;
+use testkit::lambda::Function;
+use testkit::moto::Moto;
+use testkit::org::seed_organization;
+use testkit::receiver::Receiver;
 
 /// Time from process start to the response PUT, and the process's peak RSS in KiB.
 async fn cold_start(
@@ -89,7 +89,7 @@ async fn main() {
     }
     let platform = FakePlatform::start(&["us-east-1", "eu-west-1"]).await;
     let rx = Receiver::start().await;
-    let mut env = bench::local_run::function_env(&moto, &eks, &platform);
+    let mut env = testkit::local_run::function_env(&moto, &eks, &platform);
     // What the template sets: the fake Apono's host, and the EKS grant.
     env.extend([
         (

@@ -1,6 +1,6 @@
 //! `scripts/local-run.sh [--accounts N] [--ous N] [--regions N]`: the whole lifecycle on this machine.
 
-use bench::local_run::{run, Options};
+use testkit::local_run::{run, Options};
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options::default();

@@ -3,13 +3,13 @@
 
 use apono_integration::token::SsmTokens;
 use apono_integration::AponoIntegration;
-use bench::events::Event;
-use bench::fake_apono::{ApiFault, FakeApono};
-use bench::invoke::Invoker;
-use bench::moto::Moto;
-use bench::receiver::Receiver;
 use serde_json::{json, Value};
 use std::time::Duration;
+use testkit::events::Event;
+use testkit::fake_apono::{ApiFault, FakeApono};
+use testkit::invoke::Invoker;
+use testkit::moto::Moto;
+use testkit::receiver::Receiver;
 
 const TYPE: &str = "Custom::AponoIntegration";
 const TOKEN: &str = "apono-api-token-5f1e0c7a9b";

@@ -4,19 +4,19 @@
 
 use apono_integration::token::SsmTokens;
 use apono_integration::AponoIntegration;
-use bench::events::Event;
-use bench::fake_apono::FakeApono;
-use bench::fake_eks::FakeEks;
-use bench::invoke::{test_config, Invoker};
-use bench::moto::Moto;
-use bench::org::{seed_organization, MotoOrgApi};
-use bench::receiver::Receiver;
 use custom_resource::response::UrlPolicy;
 use custom_resource::RuntimeConfig;
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::EksAccessEntries;
 use org_info::OrgInfo;
 use serde_json::{json, Value};
+use testkit::events::Event;
+use testkit::fake_apono::FakeApono;
+use testkit::fake_eks::FakeEks;
+use testkit::invoke::{test_config, Invoker};
+use testkit::moto::Moto;
+use testkit::org::{seed_organization, MotoOrgApi};
+use testkit::receiver::Receiver;
 
 /// (what is wrong, properties or request type override, the word the reason must contain)
 type Case = (&'static str, Value, &'static str);

@@ -2,13 +2,13 @@
 //! rule functions in `Rules`, rule assertions against real parameter sets, and the ordering
 //! every scenario needs, each a named check on the dependency graph.
 
-use bench::cfn::{
+use serde_json::Value;
+use std::sync::OnceLock;
+use testkit::cfn::{
     check_rules, function_role, policies_on_role, service_token_function, transformed_template,
     unsupported_rule_functions, Graph,
 };
-use bench::template::Rendering;
-use serde_json::Value;
-use std::sync::OnceLock;
+use testkit::template::Rendering;
 
 fn template() -> &'static Value {
     static TEMPLATE: OnceLock<Value> = OnceLock::new();
@@ -223,7 +223,7 @@ fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
         for key in path {
             value = &value[*key];
         }
-        bench::template::substitute(value, &r).unwrap_or(Value::Null)
+        testkit::template::substitute(value, &r).unwrap_or(Value::Null)
     };
 
     let breaker = render(
@@ -269,11 +269,11 @@ fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
     );
     let via = |service: &str| format!("{service}.us-east-1.amazonaws.com");
     assert!(
-        bench::iam::allows(&policies, "secretsmanager:GetSecretValue", secret, &[]),
+        testkit::iam::allows(&policies, "secretsmanager:GetSecretValue", secret, &[]),
         "the execution role cannot read the connector's token secret"
     );
     assert!(
-        bench::iam::allows(
+        testkit::iam::allows(
             &policies,
             "kms:Decrypt",
             &key,
@@ -282,7 +282,7 @@ fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
         "the execution role cannot decrypt a secret encrypted with a customer managed key"
     );
     assert!(
-        !bench::iam::allows(
+        !testkit::iam::allows(
             &policies,
             "kms:Decrypt",
             &key,
@@ -300,7 +300,7 @@ fn the_connector_service_starts_fails_fast_and_reaches_what_it_manages() {
 #[test]
 fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
     let t = template();
-    let member = bench::template::template_json("templates/member-account.yaml");
+    let member = testkit::template::template_json("templates/member-account.yaml");
     let admin_policy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
     let admin_view = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy";
     let attacker = "arn:aws:iam::111111111111:role/attacker";
@@ -313,7 +313,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
         let r = rendering(&scenario);
         let role = function_role(t, "EksAccessEntriesFunction").unwrap();
         let function_policies = documents(t, &role, &r);
-        let connector = bench::template::substitute(
+        let connector = testkit::template::substitute(
             &t["Resources"]["EksAccessEntriesFunction"]["Properties"]["Environment"]["Variables"]
                 ["EKS_GRANT_PRINCIPAL_ARN"],
             &r,
@@ -332,7 +332,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
             ("EksMemberRoleName", "apono-eks-access-apono-connector-prod"),
             ("OwnerStackId", &stack),
         ];
-        let m = bench::template::Rendering::in_account(&member, &parameters, "222222222222");
+        let m = testkit::template::Rendering::in_account(&member, &parameters, "222222222222");
         let member_policies = documents(&member, "EksAccessEntriesRole", &m);
         for (who, policies, account) in [
             ("the function's role", &function_policies, "111111111111"),
@@ -344,7 +344,7 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
                 format!("arn:aws:eks:eu-west-1:{account}:access-entry/prod/role/111111111111/{name}/1a2b")
             };
             let may = |action: &str, resource: &str, keys: &[(&str, &str)]| {
-                bench::iam::allows(policies, action, resource, keys)
+                testkit::iam::allows(policies, action, resource, keys)
             };
             let create = |principal| {
                 may(
@@ -401,8 +401,8 @@ fn the_eks_roles_may_grant_only_the_connector_the_cluster_admin_policy() {
 
 /// The inline policy documents of a resource's `Policies` (a role) or its `PolicyDocument`
 /// (a policy resource), rendered.
-fn documents(t: &Value, resource: &str, r: &bench::template::Rendering) -> Vec<Value> {
-    let props = bench::template::substitute(&t["Resources"][resource]["Properties"], r)
+fn documents(t: &Value, resource: &str, r: &testkit::template::Rendering) -> Vec<Value> {
+    let props = testkit::template::substitute(&t["Resources"][resource]["Properties"], r)
         .unwrap_or(Value::Null);
     match props.get("PolicyDocument") {
         Some(document) => vec![document.clone()],
@@ -421,7 +421,7 @@ fn documents(t: &Value, resource: &str, r: &bench::template::Rendering) -> Vec<V
 #[test]
 fn full_access_never_reaches_the_roles_that_guard_the_organization() {
     let t = template();
-    let member = bench::template::template_json("templates/member-account.yaml");
+    let member = testkit::template::template_json("templates/member-account.yaml");
     let mut scenario = vec![
         ("Scope", "Organization"),
         ("ConnectorMode", "Existing"),
@@ -429,7 +429,7 @@ fn full_access_never_reaches_the_roles_that_guard_the_organization() {
     ];
     scenario.push(EXISTING_ROLE);
     let r = rendering(&scenario);
-    let m = bench::template::Rendering::in_account(
+    let m = testkit::template::Rendering::in_account(
         &member,
         &[
             ("AponoConnectorId", "apono-connector-prod"),
@@ -449,7 +449,7 @@ fn full_access_never_reaches_the_roles_that_guard_the_organization() {
         ),
     ] {
         let attach = |role: &str| {
-            bench::iam::allows(
+            testkit::iam::allows(
                 &policies,
                 "iam:AttachRolePolicy",
                 &format!("arn:aws:iam::111111111111:role/{role}"),
@@ -488,7 +488,7 @@ fn iam_conditions_hold_each_grant_to_its_purpose() {
     let connector = documents(t, "ConnectorTaskRole", &r);
     let apono_role = "arn:aws:iam::222222222222:role/apono-cross-account-apono-connector-prod";
     let assume = |org: &str| {
-        bench::iam::allows(
+        testkit::iam::allows(
             &connector,
             "sts:AssumeRole",
             apono_role,
@@ -506,7 +506,7 @@ fn iam_conditions_hold_each_grant_to_its_purpose() {
 
     // ECS tasks of this account only may be the connector.
     for role in ["ConnectorTaskRole", "ConnectorExecutionRole"] {
-        let trust = bench::template::substitute(
+        let trust = testkit::template::substitute(
             &t["Resources"][role]["Properties"]["AssumeRolePolicyDocument"],
             &r,
         )
@@ -526,7 +526,7 @@ fn iam_conditions_hold_each_grant_to_its_purpose() {
     let key = format!("arn:aws:kms:us-east-1:{account}:key/0b1c2d3e");
     let parameter = |name: &str| format!("arn:aws:ssm:us-east-1:{account}:parameter{name}");
     let decrypt = |name: &str| {
-        bench::iam::allows(
+        testkit::iam::allows(
             &token_reader,
             "kms:Decrypt",
             &key,
@@ -548,7 +548,7 @@ fn iam_conditions_hold_each_grant_to_its_purpose() {
     // Trusted access: for StackSets only.
     let activation = documents(t, "OrgInfoActivateTrustedAccessPolicy", &r);
     let enable = |principal: &str| {
-        bench::iam::allows(
+        testkit::iam::allows(
             &activation,
             "organizations:EnableAWSServiceAccess",
             "*",
@@ -567,7 +567,7 @@ fn iam_conditions_hold_each_grant_to_its_purpose() {
 #[test]
 fn external_id_and_permissions_boundary_reach_every_role() {
     let t = template();
-    let member = bench::template::template_json("templates/member-account.yaml");
+    let member = testkit::template::template_json("templates/member-account.yaml");
     let boundary = "arn:aws:iam::111111111111:policy/org-boundary";
     for mode in ["Deploy", "Existing"] {
         let mut scenario = vec![
@@ -585,13 +585,13 @@ fn external_id_and_permissions_boundary_reach_every_role() {
             if resource["Type"] != "AWS::IAM::Role" || !r.included(resource) {
                 continue;
             }
-            let props = bench::template::substitute(&resource["Properties"], &r).unwrap();
+            let props = testkit::template::substitute(&resource["Properties"], &r).unwrap();
             assert_eq!(
                 props["PermissionsBoundary"], boundary,
                 "{mode}: {name} has no boundary"
             );
         }
-        let trust = bench::template::substitute(
+        let trust = testkit::template::substitute(
             &t["Resources"]["AponoAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
             &r,
         )
@@ -601,7 +601,7 @@ fn external_id_and_permissions_boundary_reach_every_role() {
             "apono-7f3a9c"
         );
     }
-    let m = bench::template::Rendering::in_account(
+    let m = testkit::template::Rendering::in_account(
         &member,
         &[
             ("AponoConnectorId", "apono-connector-prod"),
@@ -618,13 +618,13 @@ fn external_id_and_permissions_boundary_reach_every_role() {
     );
     for name in ["AponoCrossAccountRole", "EksAccessEntriesRole"] {
         let props =
-            bench::template::substitute(&member["Resources"][name]["Properties"], &m).unwrap();
+            testkit::template::substitute(&member["Resources"][name]["Properties"], &m).unwrap();
         assert_eq!(
             props["PermissionsBoundary"], boundary,
             "member {name} has no boundary"
         );
     }
-    let trust = bench::template::substitute(
+    let trust = testkit::template::substitute(
         &member["Resources"]["AponoCrossAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
         &m,
     )
@@ -639,7 +639,7 @@ fn external_id_and_permissions_boundary_reach_every_role() {
         ("ConnectorMode", "Existing"),
         EXISTING_ROLE,
     ]);
-    let trust = bench::template::substitute(
+    let trust = testkit::template::substitute(
         &t["Resources"]["AponoAccountRole"]["Properties"]["AssumeRolePolicyDocument"],
         &r,
     )

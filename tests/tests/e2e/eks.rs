@@ -1,18 +1,18 @@
 //! Custom::EksAccessEntries over an emulated organization: Organizations and STS in moto,
 //! clusters and access entries in the fake EKS.
 
-use bench::events::Event;
-use bench::fake_eks::FakeEks;
-use bench::invoke::{test_config, Captured, Invoker};
-use bench::moto::Moto;
-use bench::org::seed_organization;
-use bench::receiver::Receiver;
 use custom_resource::{Context, RuntimeConfig};
 use eks_access_entries::eks::{RESOURCE_TAG, STACK_TAG};
 use eks_access_entries::fleet::AwsFleet;
 use eks_access_entries::{EksAccessEntries, ScheduledInput, CLUSTER_ADMIN_POLICY};
 use serde_json::{json, Value};
 use std::time::Duration;
+use testkit::events::Event;
+use testkit::fake_eks::FakeEks;
+use testkit::invoke::{test_config, Captured, Invoker};
+use testkit::moto::Moto;
+use testkit::org::seed_organization;
+use testkit::receiver::Receiver;
 
 const TYPE: &str = "Custom::EksAccessEntries";
 const CONNECTOR: &str = "arn:aws:iam::123456789012:role/apono-connector";
@@ -129,7 +129,7 @@ async fn create_covers_every_account_region_and_mode_and_delete_removes_only_its
 
     // What was created: tagged, cluster admin, cluster scope.
     let entry = &b.eks.entries(&b.accounts[2], "ap-southeast-2", "both")[CONNECTOR];
-    assert_eq!(entry.tags[STACK_TAG], bench::events::STACK_ID);
+    assert_eq!(entry.tags[STACK_TAG], testkit::events::STACK_ID);
     assert_eq!(entry.tags[RESOURCE_TAG], "EksAccessEntries");
     assert_eq!(
         entry.policies[CLUSTER_ADMIN_POLICY],
@@ -377,7 +377,7 @@ async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_s
     b.eks
         .add_cluster(&b.accounts[1], "eu-west-1", "brand-new", "ACTIVE", "API");
     let input = ScheduledInput {
-        stack_id: bench::events::STACK_ID.into(),
+        stack_id: testkit::events::STACK_ID.into(),
         logical_resource_id: "EksAccessEntries".into(),
         properties: props(CONNECTOR),
     };
@@ -408,7 +408,7 @@ impl Bench {
     /// The function as deployed: the stack's grant and stack in its configuration.
     async fn guarded(&self) -> EksAccessEntries<AwsFleet> {
         let mut resource = self.resource().await.allowing(stack_grant());
-        resource.owner_stack = Some(bench::events::STACK_ID.into());
+        resource.owner_stack = Some(testkit::events::STACK_ID.into());
         resource
     }
 }
@@ -475,7 +475,7 @@ async fn a_forged_continuation_cannot_change_the_grant_or_the_owner() {
                 "grant": {"principal_arn": CONNECTOR, "policy_arn": CLUSTER_ADMIN_POLICY, "namespaces": []},
                 "member_role": "apono-eks-access-entries", "enable_api_mode": false},
         "old": null, "done": "", "counts": eks_access_entries::Counts::default(),
-        "owner_stack": bench::events::STACK_ID,
+        "owner_stack": testkit::events::STACK_ID,
         "owner_logical": "EksAccessEntries", "fail_on_skipped": false, "max_concurrency": 8
     });
     // Untampered, it is accepted and does its work.
@@ -544,7 +544,7 @@ async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("only its own stack"), "{err}");
     let other_principal = ScheduledInput {
-        stack_id: bench::events::STACK_ID.into(),
+        stack_id: testkit::events::STACK_ID.into(),
         properties: props("arn:aws:iam::123456789012:role/attacker-admin"),
         ..other_stack
     };

@@ -3,10 +3,10 @@
 //! under the conditions they name, and nothing else.
 
 use aws_sdk_eks::error::ProvideErrorMetadata;
-use bench::fake_eks::FakeEks;
-use bench::iam::Authorizer;
-use bench::moto::{Moto, ADMIN_USER, DEFAULT_ACCOUNT};
 use serde_json::json;
+use testkit::fake_eks::FakeEks;
+use testkit::iam::Authorizer;
+use testkit::moto::{Moto, ADMIN_USER, DEFAULT_ACCOUNT};
 
 #[tokio::test]
 async fn a_role_gets_only_what_its_policies_grant_from_moto_and_the_fakes() {

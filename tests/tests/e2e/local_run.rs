@@ -2,7 +2,7 @@
 
 #[tokio::test]
 async fn the_local_run_completes_every_lifecycle_step() {
-    let report = bench::local_run::run(&bench::local_run::Options {
+    let report = testkit::local_run::run(&testkit::local_run::Options {
         member_accounts: 3,
         organizational_units: 2,
         regions: 2,

@@ -1,8 +1,8 @@
 //! templates/member-account.yaml deployed by a SERVICE_MANAGED StackSet in moto, as the main
 //! stack does: roles in every member account, none in the management account.
 
-use bench::moto::Moto;
-use bench::org::{assume_member, deploy_member_stack_set, seed_organization};
+use testkit::moto::Moto;
+use testkit::org::{assume_member, deploy_member_stack_set, seed_organization};
 
 const CONNECTOR_ROLE: &str = "arn:aws:iam::123456789012:role/apono-connector";
 const EKS_MANAGER: &str = "arn:aws:iam::123456789012:role/eks-function";

@@ -1,12 +1,12 @@
 //! Custom::OrganizationInfo against moto through the real SDK, driven by CloudFormation events.
 
-use bench::events::Event;
-use bench::invoke::Invoker;
-use bench::moto::Moto;
-use bench::org::{assume_member, seed_organization, MotoOrgApi};
-use bench::receiver::Receiver;
 use org_info::OrgInfo;
 use serde_json::{json, Value};
+use testkit::events::Event;
+use testkit::invoke::Invoker;
+use testkit::moto::Moto;
+use testkit::org::{assume_member, seed_organization, MotoOrgApi};
+use testkit::receiver::Receiver;
 
 const TYPE: &str = "Custom::OrganizationInfo";
 

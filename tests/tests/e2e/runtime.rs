@@ -1,13 +1,13 @@
 //! The runtime's guarantees, proven over real HTTP against the local response receiver.
 
-use bench::demo::Demo;
-use bench::events::Event;
-use bench::invoke::Invoker;
-use bench::receiver::{Fault, Receiver};
 use custom_resource::response::UrlPolicy;
 use custom_resource::response::MAX_BODY_BYTES;
 use custom_resource::{RuntimeConfig, FAILED_CREATE_PREFIX};
 use std::time::Duration;
+use testkit::demo::Demo;
+use testkit::events::Event;
+use testkit::invoke::Invoker;
+use testkit::receiver::{Fault, Receiver};
 use tokio::time::Instant;
 
 const TYPE: &str = "Custom::Demo";
@@ -32,7 +32,7 @@ async fn success_body_carries_every_field_cloudformation_needs() {
     let body = sent[0].json();
     assert_eq!(body["Status"], "SUCCESS");
     assert_eq!(body["PhysicalResourceId"], "demo-apono");
-    assert_eq!(body["StackId"], bench::events::STACK_ID);
+    assert_eq!(body["StackId"], testkit::events::STACK_ID);
     assert_eq!(body["RequestId"], "req-1");
     assert_eq!(body["LogicalResourceId"], "Greeter");
     assert_eq!(body["Data"]["Greeting"], "hello apono");
@@ -94,7 +94,7 @@ async fn a_handler_still_running_near_the_deadline_is_answered_failed_before_the
         Demo::default(),
         RuntimeConfig {
             deadline_margin: Duration::from_secs(1),
-            ..bench::invoke::test_config()
+            ..testkit::invoke::test_config()
         },
     );
     invoker.lambda_timeout = Duration::from_secs(3);
@@ -282,7 +282,7 @@ async fn non_aws_response_url_is_never_requested() {
         demo.clone(),
         RuntimeConfig {
             url_policy: UrlPolicy::AwsS3Only,
-            ..bench::invoke::test_config()
+            ..testkit::invoke::test_config()
         },
     );
     invoker
@@ -324,9 +324,12 @@ async fn a_continuation_chain_past_its_service_timeout_stops_and_says_so() {
     use custom_resource::{CHAIN_STARTED_KEY, CONTINUATION_KEY};
     let rx = Receiver::start().await;
     let demo = Demo::default();
-    let captured = bench::invoke::Captured::default();
-    let invoker =
-        Invoker::with_config(demo.clone(), captured.clone(), bench::invoke::test_config());
+    let captured = testkit::invoke::Captured::default();
+    let invoker = Invoker::with_config(
+        demo.clone(),
+        captured.clone(),
+        testkit::invoke::test_config(),
+    );
     let event = Event::create(TYPE, &rx.url("chain"))
         .property("Behaviour", "keep-continuing")
         .property("Name", "chained")
@@ -372,7 +375,7 @@ async fn a_failed_create_that_made_things_answers_with_its_physical_id() {
         Demo::default(),
         RuntimeConfig {
             deadline_margin: Duration::from_millis(500),
-            ..bench::invoke::test_config()
+            ..testkit::invoke::test_config()
         },
     );
     invoker.lambda_timeout = Duration::from_secs(1);
@@ -413,7 +416,7 @@ async fn a_secret_echoed_into_data_is_scrubbed() {
 /// (the real binary, as Lambda runs it).
 #[tokio::test]
 async fn a_trace_level_run_never_logs_the_response_url_signature() {
-    let bin = bench::local_run::build_binaries().expect("function binaries");
+    let bin = testkit::local_run::build_binaries().expect("function binaries");
     let rx = Receiver::start().await;
     let env = vec![
         ("RUST_LOG".to_string(), "trace".to_string()),
@@ -426,7 +429,7 @@ async fn a_trace_level_run_never_logs_the_response_url_signature() {
         ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
         ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
     ];
-    let function = bench::lambda::Function::start(
+    let function = testkit::lambda::Function::start(
         "org-info",
         &bin.join("org-info"),
         &env,
@@ -442,7 +445,7 @@ async fn a_trace_level_run_never_logs_the_response_url_signature() {
         .unwrap();
     assert_eq!(rx.accepted().len(), 1, "answered");
     let output = function.output_text();
-    let signature = bench::receiver::FAKE_SIGNATURE.split('=').nth(1).unwrap();
+    let signature = testkit::receiver::FAKE_SIGNATURE.split('=').nth(1).unwrap();
     assert!(output.contains("response sent"), "{output}");
     assert!(
         !output.contains(signature),
@@ -492,9 +495,12 @@ async fn own_events_continue_under_the_one_key_and_answer_no_one() {
     use custom_resource::CONTINUATION_KEY;
     let rx = Receiver::start().await;
     let demo = Demo::default();
-    let captured = bench::invoke::Captured::default();
-    let invoker =
-        Invoker::with_config(demo.clone(), captured.clone(), bench::invoke::test_config());
+    let captured = testkit::invoke::Captured::default();
+    let invoker = Invoker::with_config(
+        demo.clone(),
+        captured.clone(),
+        testkit::invoke::test_config(),
+    );
     let mut event = serde_json::json!({"DemoTick": {"Steps": 3}});
     let mut invocations = 0;
     loop {

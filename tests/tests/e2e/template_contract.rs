@@ -2,11 +2,11 @@
 //! (parameters substituted the way CloudFormation does) parse, and every `!GetAtt` of a custom
 //! resource names a key that function returns.
 
-use bench::template::{get_atts, substitute, template_json, Rendering};
 use custom_resource::props::parse;
 use custom_resource::Properties;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use testkit::template::{get_atts, substitute, template_json, Rendering};
 
 type Check = fn(Value) -> Result<(), String>;
 
@@ -126,7 +126,7 @@ fn the_stackset_carries_exactly_the_member_account_template() {
         .as_str()
         .unwrap();
     let file =
-        std::fs::read_to_string(bench::workspace_root().join("templates/member-account.yaml"))
+        std::fs::read_to_string(testkit::workspace_root().join("templates/member-account.yaml"))
             .unwrap();
     assert_eq!(
         inline.trim_end(),
