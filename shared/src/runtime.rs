@@ -223,19 +223,30 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             );
             return Ok(());
         };
-        let (bytes, outcome, physical_resource_id, reason) = encoded;
+        self.deliver(&url, encoded, lambda_deadline, started).await
+    }
+
+    /// Sends the answer; `Err` when it could not be delivered (Lambda then retries).
+    async fn deliver(
+        &self,
+        url: &url::Url,
+        (bytes, outcome, physical_resource_id, reason): Encoded,
+        lambda_deadline: Instant,
+        started: Instant,
+    ) -> Result<(), String> {
         // Leave a sliver for the process to report back to Lambda.
         let send_deadline = lambda_deadline
             .checked_sub(Duration::from_millis(300))
             .unwrap_or(lambda_deadline);
-        match self.sender.put(&url, bytes, send_deadline).await {
+        let duration_ms = || started.elapsed().as_millis() as u64;
+        match self.sender.put(url, bytes, send_deadline).await {
             Ok(attempts) => {
                 tracing::info!(
                     outcome,
                     physical_resource_id = %physical_resource_id,
                     reason = reason.as_deref().unwrap_or(""),
                     attempts,
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    duration_ms = duration_ms(),
                     "response sent"
                 );
                 Ok(())
@@ -243,9 +254,9 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             Err(err) => {
                 tracing::error!(
                     outcome,
-                    url = %redact_url(&url),
+                    url = %redact_url(url),
                     error = %err,
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    duration_ms = duration_ms(),
                     "response not delivered"
                 );
                 Err(format!("response not delivered: {err}"))

@@ -85,37 +85,47 @@ struct Parsed<P> {
     chain_started_ms: u64,
 }
 
-/// Reads the event, or answers it at once: identifiers too long, an unknown request type,
-/// the Delete of a Create that never succeeded, properties that do not parse.
-fn parse<P: Properties>(env: &Envelope, event: &mut Value) -> Result<Parsed<P>, Answer> {
-    let marker = || {
-        let request_id = crate::response::truncate_utf8(&env.request_id, MAX_ID_BYTES);
-        format!("{FAILED_CREATE_PREFIX}{request_id}")
+/// The physical ID of a Create that failed before producing one.
+fn failed_create_marker(env: &Envelope) -> String {
+    let request_id = crate::response::truncate_utf8(&env.request_id, MAX_ID_BYTES);
+    format!("{FAILED_CREATE_PREFIX}{request_id}")
+}
+
+/// The operation asked for, or the answer to an event no handler should see: identifiers
+/// longer than CloudFormation sends, or an unknown request type.
+fn request_kind(env: &Envelope) -> Result<RequestKind, Answer> {
+    let id = || {
+        env.physical_resource_id
+            .clone()
+            .unwrap_or_else(|| failed_create_marker(env))
     };
     if [&env.stack_id, &env.request_id, &env.logical_resource_id]
         .iter()
         .any(|field| field.len() > MAX_ID_BYTES)
     {
         return Err(Answer::failed(
-            env.physical_resource_id.clone().unwrap_or_else(marker),
+            id(),
             format!(
                 "refused: the event's StackId, RequestId or LogicalResourceId is longer than \
                  {MAX_ID_BYTES} bytes, which CloudFormation never sends; nothing was done"
             ),
         ));
     }
-    let kind = match env.request_type.as_str() {
-        "Create" => RequestKind::Create,
-        "Update" => RequestKind::Update,
-        "Delete" => RequestKind::Delete,
-        other => {
-            let id = env.physical_resource_id.clone().unwrap_or_else(marker);
-            return Err(Answer::failed(
-                id,
-                format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
-            ));
-        }
-    };
+    match env.request_type.as_str() {
+        "Create" => Ok(RequestKind::Create),
+        "Update" => Ok(RequestKind::Update),
+        "Delete" => Ok(RequestKind::Delete),
+        other => Err(Answer::failed(
+            id(),
+            format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
+        )),
+    }
+}
+
+/// Reads the event, or answers it at once: identifiers too long, an unknown request type,
+/// the Delete of a Create that never succeeded, properties that do not parse.
+fn parse<P: Properties>(env: &Envelope, event: &mut Value) -> Result<Parsed<P>, Answer> {
+    let kind = request_kind(env)?;
     let fields = event.as_object_mut();
     let (continuation, chain_started) = match fields {
         Some(map) => (map.remove(CONTINUATION_KEY), map.remove(CHAIN_STARTED_KEY)),
@@ -127,7 +137,7 @@ fn parse<P: Properties>(env: &Envelope, event: &mut Value) -> Result<Parsed<P>, 
         .filter(|started| continuation.is_some() && *started <= now_ms)
         .unwrap_or(now_ms);
     let fallback_id = match (kind, &env.physical_resource_id) {
-        (RequestKind::Create, _) | (_, None) => marker(),
+        (RequestKind::Create, _) | (_, None) => failed_create_marker(env),
         (_, Some(id)) => id.clone(),
     };
     if kind == RequestKind::Delete && fallback_id.starts_with(FAILED_CREATE_PREFIX) {
@@ -271,21 +281,32 @@ pub(super) async fn decide<R: CustomResource, C: Continuation>(
             Some(Answer::failed(failed_id(), budget.exceeded()))
         }
         Ok(Outcome::Continue(state)) => {
-            let mut next = event;
-            if let Some(map) = next.as_object_mut() {
-                map.insert(CONTINUATION_KEY.to_string(), state);
-                map.insert(CHAIN_STARTED_KEY.to_string(), chain_started_ms.into());
-            }
-            match continuation.continue_with(ctx, next).await {
-                Ok(()) => None,
-                Err(err) => Some(Answer::failed(
-                    failed_id(),
-                    format!("could not continue the work in a new invocation: {err}"),
-                )),
-            }
+            let handed_on = hand_on(continuation.as_ref(), ctx, event, state, chain_started_ms);
+            handed_on
+                .await
+                .err()
+                .map(|why| Answer::failed(failed_id(), why))
         }
         Err(err) => Some(Answer::failed(failed_id(), error_chain(err.as_ref()))),
     }
+}
+
+/// Hands the event, with the progress and the chain's start, to a new invocation.
+async fn hand_on<C: Continuation>(
+    continuation: &C,
+    ctx: &Context,
+    mut event: Value,
+    state: Value,
+    chain_started_ms: u64,
+) -> Result<(), String> {
+    if let Some(map) = event.as_object_mut() {
+        map.insert(CONTINUATION_KEY.to_string(), state);
+        map.insert(CHAIN_STARTED_KEY.to_string(), chain_started_ms.into());
+    }
+    continuation
+        .continue_with(ctx, event)
+        .await
+        .map_err(|err| format!("could not continue the work in a new invocation: {err}"))
 }
 
 /// A finished handler's answer: its physical ID, or the runtime's default on Create, or the

@@ -89,20 +89,8 @@ impl AponoClient {
             }
         };
         let status = resp.status();
-        let decode_error = |message: String| AponoError::Decode {
-            method: method.clone(),
-            path: path.to_string(),
-            message,
-        };
         if status.is_success() {
-            let bytes = read_limited(resp, MAX_BODY_BYTES)
-                .await
-                .map_err(decode_error)?;
-            if bytes.is_empty() {
-                return Ok(Attempt::Answered(Some(Value::Null)));
-            }
-            let value = serde_json::from_slice(&bytes).map_err(|e| decode_error(e.to_string()))?;
-            return Ok(Attempt::Answered(Some(value)));
+            return answered(resp, method, path).await.map(Attempt::Answered);
         }
         match status {
             StatusCode::NOT_FOUND => return Ok(Attempt::Answered(None)),
@@ -114,13 +102,7 @@ impl AponoClient {
             }
             _ => {}
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            // Anything longer than the Lambda timeout only means "not now".
-            .map(|secs| Duration::from_secs(secs.min(900)));
+        let retry_after = retry_after(&resp);
         let text = read_limited(resp, MAX_ERROR_BODY_BYTES)
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -189,4 +171,34 @@ fn api_message(body: &str) -> String {
         text
     };
     scrub(truncate_utf8(&text, 300))
+}
+
+/// A successful answer's body: JSON, `null` when empty, refused past the size limit.
+async fn answered(
+    resp: reqwest::Response,
+    method: &Method,
+    path: &str,
+) -> Result<Option<Value>, AponoError> {
+    let decode_error = |message: String| AponoError::Decode {
+        method: method.clone(),
+        path: path.to_string(),
+        message,
+    };
+    let bytes = read_limited(resp, MAX_BODY_BYTES)
+        .await
+        .map_err(decode_error)?;
+    if bytes.is_empty() {
+        return Ok(Some(Value::Null));
+    }
+    let value = serde_json::from_slice(&bytes).map_err(|e| decode_error(e.to_string()))?;
+    Ok(Some(value))
+}
+
+/// `Retry-After` in seconds; anything longer than the Lambda timeout only means "not now".
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs.min(900)))
 }
