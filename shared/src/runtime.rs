@@ -15,7 +15,7 @@ use tracing::Instrument;
 mod config;
 mod decide;
 pub use config::{Continuation, ContinuationError, NoContinuation, RuntimeConfig};
-use decide::{decide, guarded, Answer, Ended};
+use decide::{decide, guarded, hand_on, Answer, Ended};
 
 /// Physical ID of a Create that failed before producing one. The Delete that rollback sends for
 /// it succeeds at once, without calling the handler: there is nothing to delete.
@@ -141,6 +141,17 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             .await
     }
 
+    /// The handler's context: it must finish the deadline margin before the Lambda's.
+    fn context(&self, lambda_deadline: Instant, invoked_function_arn: String) -> Context {
+        Context {
+            handler_deadline: lambda_deadline
+                .checked_sub(self.config.deadline_margin)
+                .unwrap_or(lambda_deadline)
+                .max(Instant::now()),
+            invoked_function_arn,
+        }
+    }
+
     /// One of the function's own events: the same deadline, panic guard and continuation as a
     /// CloudFormation event, and nothing to answer.
     async fn handle_own(
@@ -150,12 +161,7 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         lambda_deadline: Instant,
         invoked_function_arn: String,
     ) -> Result<(), String> {
-        let ctx = Context {
-            handler_deadline: lambda_deadline
-                .checked_sub(self.config.deadline_margin)
-                .unwrap_or_else(Instant::now),
-            invoked_function_arn,
-        };
+        let ctx = self.context(lambda_deadline, invoked_function_arn);
         let progress = event.get(CONTINUATION_KEY).cloned();
         let (resource, task_ctx) = (self.resource.clone(), ctx.clone());
         let ended = guarded(ctx.handler_deadline, async move {
@@ -165,13 +171,9 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         let failure = match ended {
             Ended::Finished(Ok(None)) => return Ok(()),
             Ended::Finished(Ok(Some(state))) => {
-                let mut next = event;
-                if let Some(map) = next.as_object_mut() {
-                    map.insert(CONTINUATION_KEY.to_string(), state);
-                }
-                match self.continuation.continue_with(&ctx, next).await {
+                match hand_on(self.continuation.as_ref(), &ctx, event, state, None).await {
                     Ok(()) => return Ok(()),
-                    Err(err) => format!("could not continue the work in a new invocation: {err}"),
+                    Err(why) => why,
                 }
             }
             Ended::Finished(Err(err)) => error_chain(err.as_ref()),
@@ -283,13 +285,7 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
             return Some((bytes, "REPEATED", id, None));
         }
         let margin = self.config.deadline_margin;
-        let ctx = Context {
-            handler_deadline: lambda_deadline
-                .checked_sub(margin)
-                .unwrap_or(lambda_deadline)
-                .max(Instant::now()),
-            invoked_function_arn,
-        };
+        let ctx = self.context(lambda_deadline, invoked_function_arn);
         // Boxed: the handler's future is nested deep inside this one, and a function's own
         // future (SDK calls in a fan-out) would otherwise exceed the compiler's query depth
         // when laid out in place.

@@ -49,13 +49,11 @@ pub fn native_roots() -> &'static [Vec<u8>] {
         if found.certs.is_empty() {
             tracing::warn!("no root certificates found: HTTPS calls will fail");
         }
-        let mut seen = std::collections::HashSet::new();
-        found
-            .certs
-            .into_iter()
-            .map(|c| c.to_vec())
-            .filter(|der| seen.insert(der.clone()))
-            .collect()
+        // Order does not matter to a trust store: sorted, duplicates go without copies.
+        let mut roots: Vec<Vec<u8>> = found.certs.into_iter().map(|c| c.to_vec()).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
     });
     &ROOTS
 }

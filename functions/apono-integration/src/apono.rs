@@ -206,6 +206,17 @@ impl AponoClient {
         Err(endless(format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Integrations with exactly this name that carry `mark`: made by this stack's resource.
+    pub async fn marked_integrations(
+        &self,
+        name: &str,
+        mark: &str,
+    ) -> Result<Vec<Integration>, AponoError> {
+        let mut found = self.find_integrations(name).await?;
+        found.retain(|i| i.carries(mark));
+        Ok(found)
+    }
+
     /// Creates the integration once. A POST is not idempotent: when an attempt ends without a
     /// clear answer (a timeout, a 5xx, a 429) Apono may still have created it, and when it is
     /// refused (a name already taken) another delivery of the same Create may have created it.
@@ -228,8 +239,12 @@ impl AponoClient {
                 Err(e @ (AponoError::Unavailable { .. } | AponoError::Client { .. })) => e,
                 Err(other) => return Err(other),
             };
-            let ours = self.find_integrations(&spec.name).await?;
-            if let Some(made) = ours.into_iter().find(|i| i.carries(mark)) {
+            if let Some(made) = self
+                .marked_integrations(&spec.name, mark)
+                .await?
+                .into_iter()
+                .next()
+            {
                 tracing::info!(integration = %made.id, error = %failure, "the integration was created by this attempt or another delivery of it");
                 return Ok(made);
             }

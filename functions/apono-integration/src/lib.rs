@@ -219,20 +219,24 @@ impl<T: TokenSource> AponoIntegration<T> {
             tracing::info!(integration = %found.id, "adopting the existing integration; Delete will leave it");
             return Ok(output(Ownership::Adopted, found));
         }
-        self.posted_for(&req.request_id, true);
+        self.note_post(&req.request_id);
         let spec = props.spec(true, Some(mark.note()));
         let created = api.create_integration(&spec, mark.as_str()).await?;
-        self.posted_for(&req.request_id, false);
+        self.forget_post(&req.request_id);
         tracing::info!(integration = %created.id, "integration created");
         Ok(output(Ownership::Created, &created))
     }
 
-    fn posted_for(&self, request_id: &str, sent: bool) -> bool {
+    /// Notes that this request's POST has been sent, until [`Self::forget_post`].
+    fn note_post(&self, request_id: &str) {
         let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
-        match sent {
-            true => posted.insert(request_id.to_string()),
-            false => posted.remove(request_id),
-        }
+        posted.insert(request_id.to_string());
+    }
+
+    /// Whether this request's POST was sent (and its answer not handled); forgets it.
+    fn forget_post(&self, request_id: &str) -> bool {
+        let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
+        posted.remove(request_id)
     }
 
     /// The rollback of a Create that failed after its POST: removes the integration of that
@@ -245,8 +249,7 @@ impl<T: TokenSource> AponoIntegration<T> {
     ) -> Result<(), RegistrationError> {
         let api = self.client(ctx, &req.properties).await?;
         let mark = OwnerMark::of(&req.stack_id, &req.logical_resource_id);
-        let found = api.find_integrations(name).await?;
-        let ours: Vec<_> = found.iter().filter(|i| i.carries(mark.as_str())).collect();
+        let ours = api.marked_integrations(name, mark.as_str()).await?;
         if ours.is_empty() {
             tracing::info!(
                 name,
@@ -343,7 +346,7 @@ impl<T: TokenSource> CustomResource for AponoIntegration<T> {
     /// while waiting for it) may have created the integration: its rollback must look.
     fn create_physical_id(&self, req: &Request<AponoProps>) -> Option<String> {
         let name = req.properties.name().ok()?;
-        self.posted_for(&req.request_id, false)
+        self.forget_post(&req.request_id)
             .then(|| format!("{PENDING_PREFIX}{name}"))
     }
 }

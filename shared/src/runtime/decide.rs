@@ -281,7 +281,13 @@ pub(super) async fn decide<R: CustomResource, C: Continuation>(
             Some(Answer::failed(failed_id(), budget.exceeded()))
         }
         Ok(Outcome::Continue(state)) => {
-            let handed_on = hand_on(continuation.as_ref(), ctx, event, state, chain_started_ms);
+            let handed_on = hand_on(
+                continuation.as_ref(),
+                ctx,
+                event,
+                state,
+                Some(chain_started_ms),
+            );
             handed_on
                 .await
                 .err()
@@ -291,17 +297,20 @@ pub(super) async fn decide<R: CustomResource, C: Continuation>(
     }
 }
 
-/// Hands the event, with the progress and the chain's start, to a new invocation.
-async fn hand_on<C: Continuation>(
+/// Hands the event, with the progress (and a CloudFormation chain's start), to a new
+/// invocation; `Err` says why it could not.
+pub(super) async fn hand_on<C: Continuation>(
     continuation: &C,
     ctx: &Context,
     mut event: Value,
     state: Value,
-    chain_started_ms: u64,
+    chain_started_ms: Option<u64>,
 ) -> Result<(), String> {
     if let Some(map) = event.as_object_mut() {
         map.insert(CONTINUATION_KEY.to_string(), state);
-        map.insert(CHAIN_STARTED_KEY.to_string(), chain_started_ms.into());
+        if let Some(started) = chain_started_ms {
+            map.insert(CHAIN_STARTED_KEY.to_string(), started.into());
+        }
     }
     continuation
         .continue_with(ctx, event)
