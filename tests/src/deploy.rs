@@ -391,38 +391,63 @@ impl Stack {
         }
         if let Some(why) = failure {
             provider.stack_status("UPDATE_ROLLBACK_IN_PROGRESS");
-            // UPDATE_ROLLBACK: what was updated goes back to its old properties.
-            for name in updated.iter().rev() {
-                let Some(old) = before.get(name) else {
-                    continue;
-                };
-                let now = self.deployed[name].clone();
-                if now.properties == old.properties {
-                    continue;
-                }
-                let started = self.tick();
-                let result = provider
-                    .update(
-                        name,
-                        &old.resource_type,
-                        &now.physical_id,
-                        old.properties.clone(),
-                        now.properties,
-                    )
-                    .await;
-                self.record(
-                    name,
-                    "ROLLBACK-UPDATE",
-                    started,
-                    result.map(|_| ()).map_err(|f| f.reason),
-                );
-                self.deployed.insert(name.clone(), old.clone());
-            }
+            self.roll_back_update(provider, &before, &updated).await;
             provider.stack_status("UPDATE_ROLLBACK_COMPLETE");
             return StackStatus::UpdateRollbackComplete(why);
         }
         provider.stack_status("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS");
-        // Cleanup: old physical IDs of replaced resources, and resources no longer in the stack.
+        self.clean_up_update(provider, &before, replaced, &graph)
+            .await;
+        self.rendering = Some(rendering);
+        self.graph = Some(graph);
+        provider.stack_status("UPDATE_COMPLETE");
+        StackStatus::UpdateComplete
+    }
+
+    /// UPDATE_ROLLBACK: what was updated goes back to its old properties, in reverse order.
+    async fn roll_back_update(
+        &mut self,
+        provider: &dyn Provider,
+        before: &BTreeMap<String, Deployed>,
+        updated: &[String],
+    ) {
+        for name in updated.iter().rev() {
+            let Some(old) = before.get(name) else {
+                continue;
+            };
+            let now = self.deployed[name].clone();
+            if now.properties == old.properties {
+                continue;
+            }
+            let started = self.tick();
+            let result = provider
+                .update(
+                    name,
+                    &old.resource_type,
+                    &now.physical_id,
+                    old.properties.clone(),
+                    now.properties,
+                )
+                .await;
+            self.record(
+                name,
+                "ROLLBACK-UPDATE",
+                started,
+                result.map(|_| ()).map_err(|f| f.reason),
+            );
+            self.deployed.insert(name.clone(), old.clone());
+        }
+    }
+
+    /// Cleanup after a successful Update: old physical IDs of replaced resources, and
+    /// resources no longer in the stack.
+    async fn clean_up_update(
+        &mut self,
+        provider: &dyn Provider,
+        before: &BTreeMap<String, Deployed>,
+        replaced: Vec<(String, Deployed)>,
+        graph: &Graph,
+    ) {
         for (name, old) in replaced {
             let started = self.tick();
             let result = provider
@@ -440,10 +465,6 @@ impl Stack {
                 self.record(&name, "DELETE", started, result);
             }
         }
-        self.rendering = Some(rendering);
-        self.graph = Some(graph);
-        provider.stack_status("UPDATE_COMPLETE");
-        StackStatus::UpdateComplete
     }
 
     /// Deletes the stack.

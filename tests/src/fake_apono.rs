@@ -237,6 +237,44 @@ fn answer(
         )
             .into_response();
     }
+    if let Some(fault) = take_fault(&mut s) {
+        return fault;
+    }
+    let query: HashMap<String, String> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let json_body = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "admin", "v3", "connectors", id]) => get_connector(&mut s, id),
+        ("GET", ["api", "admin", "v4", "integrations"]) if s.endless_cursor => {
+            axum::Json(json!({"items": [], "pagination": {"next_page_token": "again"}}))
+                .into_response()
+        }
+        ("GET", ["api", "admin", "v4", "integrations"]) => list_integrations(&s, &query),
+        ("POST", ["api", "admin", "v4", "integrations"]) => post_integration(&mut s, &json_body()),
+        ("GET", ["api", "admin", "v4", "integrations", id]) => {
+            match s.integrations.iter().find(|i| i["id"] == *id) {
+                Some(i) => axum::Json(i.clone()).into_response(),
+                None => error(StatusCode::NOT_FOUND, "integration not found"),
+            }
+        }
+        ("PUT", ["api", "admin", "v4", "integrations", id]) => {
+            put_integration(&mut s, id, &json_body())
+        }
+        ("DELETE", ["api", "admin", "v4", "integrations", id]) => delete_integration(&mut s, id),
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// The next queued fault: one that answers instead of the route, or one that arms a route
+/// (then `None`).
+fn take_fault(s: &mut Inner) -> Option<Response> {
     // Faults that act inside a route rather than instead of it.
     match s.faults.front() {
         Some(ApiFault::EndlessCursor) => {
@@ -253,197 +291,174 @@ fn answer(
         }
         _ => {}
     }
-    if let Some(fault) = s.faults.pop_front() {
-        return match fault {
-            ApiFault::Status(code) => error(StatusCode::from_u16(code).unwrap(), "injected fault"),
-            ApiFault::TooManyRequests { retry_after_secs } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", retry_after_secs.to_string())],
-                "slow down",
-            )
-                .into_response(),
-            ApiFault::EndlessCursor
-            | ApiFault::PostAppliedAnswerLost
-            | ApiFault::PostAppliedAnswerAfter(_) => {
-                unreachable!("taken above")
-            }
-            ApiFault::HugeBody { bytes } => {
-                let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
-                let chunks = bytes.div_ceil(chunk.len());
-                let stream = futures::stream::iter(
-                    (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
-                );
-                (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
-            }
-        };
+    let fault = s.faults.pop_front()?;
+    Some(match fault {
+        ApiFault::Status(code) => error(StatusCode::from_u16(code).unwrap(), "injected fault"),
+        ApiFault::TooManyRequests { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after_secs.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        ApiFault::EndlessCursor
+        | ApiFault::PostAppliedAnswerLost
+        | ApiFault::PostAppliedAnswerAfter(_) => {
+            unreachable!("taken above")
+        }
+        ApiFault::HugeBody { bytes } => {
+            let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+            let chunks = bytes.div_ceil(chunk.len());
+            let stream = futures::stream::iter(
+                (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
+    })
+}
+
+fn get_connector(s: &mut Inner, id: &str) -> Response {
+    let id = id.to_string();
+    match s.appear_after.get_mut(&id) {
+        Some(0) => {
+            s.appear_after.remove(&id);
+            s.connectors.insert(id.clone(), "CONNECTED".into());
+        }
+        Some(n) => {
+            *n -= 1;
+            return error(StatusCode::NOT_FOUND, "connector not found");
+        }
+        None => {}
     }
-    let query: HashMap<String, String> = uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
+    let Some(status) = s.connectors.get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "connector not found");
+    };
+    let status = match s.connect_after.get_mut(&id) {
+        Some(0) => {
+            s.connectors.insert(id.clone(), "CONNECTED".into());
+            "CONNECTED".to_string()
+        }
+        Some(n) => {
+            *n -= 1;
+            status
+        }
+        None => status,
+    };
+    axum::Json(json!({"id": id, "name": id, "status": status, "version": "1.7.8"})).into_response()
+}
+
+fn list_integrations(s: &Inner, query: &HashMap<String, String>) -> Response {
+    let matches: Vec<&Value> = s
+        .integrations
+        .iter()
+        .filter(|i| {
+            // A search, not an equality: the client must filter exactly itself.
+            query
+                .get("name")
+                .is_none_or(|n| i["name"].as_str().is_some_and(|v| v.contains(n.as_str())))
         })
-        .unwrap_or_default();
-    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    let json_body = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    match (method.as_str(), segments.as_slice()) {
-        ("GET", ["api", "admin", "v3", "connectors", id]) => {
-            let id = id.to_string();
-            match s.appear_after.get_mut(&id) {
-                Some(0) => {
-                    s.appear_after.remove(&id);
-                    s.connectors.insert(id.clone(), "CONNECTED".into());
-                }
-                Some(n) => {
-                    *n -= 1;
-                    return error(StatusCode::NOT_FOUND, "connector not found");
-                }
-                None => {}
+        .filter(|i| query.get("type").is_none_or(|t| i["type"] == t.as_str()))
+        .filter(|i| {
+            query
+                .get("connector_id")
+                .is_none_or(|c| i["connector_id"] == c.as_str())
+        })
+        .collect();
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 100);
+    let start: usize = query
+        .get("page_token")
+        .and_then(|t| t.strip_prefix("cursor-"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let end = (start + limit).min(matches.len());
+    let next = (end < matches.len()).then(|| format!("cursor-{end}"));
+    axum::Json(json!({
+        "items": matches[start.min(end)..end],
+        "pagination": {"next_page_token": next},
+    }))
+    .into_response()
+}
+
+fn post_integration(s: &mut Inner, body: &Value) -> Response {
+    if body["name"].as_str().unwrap_or("").is_empty() || body["type"].as_str().is_none() {
+        return error(StatusCode::BAD_REQUEST, "name and type are required");
+    }
+    if body["integration_config"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| !v.is_string()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "integration_config values must be strings",
+        );
+    }
+    // The spec: a name is "unique" in the account.
+    if s.integrations.iter().any(|i| i["name"] == body["name"]) {
+        return error(
+            StatusCode::CONFLICT,
+            "an integration with this name already exists",
+        );
+    }
+    if let Some(refusal) = check_access_details(body) {
+        return refusal;
+    }
+    let created = create(s, body);
+    if std::mem::take(&mut s.lose_post_answer) {
+        return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
+    }
+    s.hold_answer = s.delay_post_answer.take();
+    // The spec answers a created IntegrationV4 with 200.
+    axum::Json(created).into_response()
+}
+
+fn put_integration(s: &mut Inner, id: &str, body: &Value) -> Response {
+    // UpdateIntegrationV4 has no `type`; `connector_id` may change.
+    if body.get("type").is_some() {
+        return error(StatusCode::BAD_REQUEST, "type cannot be updated");
+    }
+    if let Some(refusal) = check_access_details(body) {
+        return refusal;
+    }
+    let taken = s
+        .integrations
+        .iter()
+        .any(|i| i["name"] == body["name"] && i["id"] != *id);
+    if taken {
+        return error(
+            StatusCode::CONFLICT,
+            "an integration with this name already exists",
+        );
+    }
+    match s.integrations.iter_mut().find(|i| i["id"] == *id) {
+        Some(i) => {
+            i["name"] = body["name"].clone();
+            if let Some(connector) = body.get("connector_id").filter(|c| !c.is_null()) {
+                i["connector_id"] = connector.clone();
             }
-            let Some(status) = s.connectors.get(&id).cloned() else {
-                return error(StatusCode::NOT_FOUND, "connector not found");
-            };
-            let status = match s.connect_after.get_mut(&id) {
-                Some(0) => {
-                    s.connectors.insert(id.clone(), "CONNECTED".into());
-                    "CONNECTED".to_string()
-                }
-                Some(n) => {
-                    *n -= 1;
-                    status
-                }
-                None => status,
-            };
-            axum::Json(json!({"id": id, "name": id, "status": status, "version": "1.7.8"}))
-                .into_response()
+            i["custom_access_details"] = body
+                .get("custom_access_details")
+                .cloned()
+                .unwrap_or(Value::Null);
+            i["integration_config"] = body.get("integration_config").cloned().unwrap_or(json!({}));
+            i["connected_resource_types"] = body
+                .get("connected_resource_types")
+                .cloned()
+                .unwrap_or(json!([]));
+            axum::Json(i.clone()).into_response()
         }
-        ("GET", ["api", "admin", "v4", "integrations"]) if s.endless_cursor => {
-            axum::Json(json!({"items": [], "pagination": {"next_page_token": "again"}}))
-                .into_response()
-        }
-        ("GET", ["api", "admin", "v4", "integrations"]) => {
-            let matches: Vec<&Value> = s
-                .integrations
-                .iter()
-                .filter(|i| {
-                    // A search, not an equality: the client must filter exactly itself.
-                    query
-                        .get("name")
-                        .is_none_or(|n| i["name"].as_str().is_some_and(|v| v.contains(n.as_str())))
-                })
-                .filter(|i| query.get("type").is_none_or(|t| i["type"] == t.as_str()))
-                .filter(|i| {
-                    query
-                        .get("connector_id")
-                        .is_none_or(|c| i["connector_id"] == c.as_str())
-                })
-                .collect();
-            let limit: usize = query
-                .get("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(100)
-                .clamp(1, 100);
-            let start: usize = query
-                .get("page_token")
-                .and_then(|t| t.strip_prefix("cursor-"))
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            let end = (start + limit).min(matches.len());
-            let next = (end < matches.len()).then(|| format!("cursor-{end}"));
-            axum::Json(json!({
-                "items": matches[start.min(end)..end],
-                "pagination": {"next_page_token": next},
-            }))
-            .into_response()
-        }
-        ("POST", ["api", "admin", "v4", "integrations"]) => {
-            let body = json_body();
-            if body["name"].as_str().unwrap_or("").is_empty() || body["type"].as_str().is_none() {
-                return error(StatusCode::BAD_REQUEST, "name and type are required");
-            }
-            if body["integration_config"]
-                .as_object()
-                .is_some_and(|m| m.values().any(|v| !v.is_string()))
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "integration_config values must be strings",
-                );
-            }
-            // The spec: a name is "unique" in the account.
-            if s.integrations.iter().any(|i| i["name"] == body["name"]) {
-                return error(
-                    StatusCode::CONFLICT,
-                    "an integration with this name already exists",
-                );
-            }
-            if let Some(refusal) = check_access_details(&body) {
-                return refusal;
-            }
-            let created = create(&mut s, &body);
-            if std::mem::take(&mut s.lose_post_answer) {
-                return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
-            }
-            s.hold_answer = s.delay_post_answer.take();
-            // The spec answers a created IntegrationV4 with 200.
-            axum::Json(created).into_response()
-        }
-        ("GET", ["api", "admin", "v4", "integrations", id]) => {
-            match s.integrations.iter().find(|i| i["id"] == *id) {
-                Some(i) => axum::Json(i.clone()).into_response(),
-                None => error(StatusCode::NOT_FOUND, "integration not found"),
-            }
-        }
-        ("PUT", ["api", "admin", "v4", "integrations", id]) => {
-            let body = json_body();
-            // UpdateIntegrationV4 has no `type`; `connector_id` may change.
-            if body.get("type").is_some() {
-                return error(StatusCode::BAD_REQUEST, "type cannot be updated");
-            }
-            if let Some(refusal) = check_access_details(&body) {
-                return refusal;
-            }
-            let taken = s
-                .integrations
-                .iter()
-                .any(|i| i["name"] == body["name"] && i["id"] != *id);
-            if taken {
-                return error(
-                    StatusCode::CONFLICT,
-                    "an integration with this name already exists",
-                );
-            }
-            match s.integrations.iter_mut().find(|i| i["id"] == *id) {
-                Some(i) => {
-                    i["name"] = body["name"].clone();
-                    if let Some(connector) = body.get("connector_id").filter(|c| !c.is_null()) {
-                        i["connector_id"] = connector.clone();
-                    }
-                    i["custom_access_details"] = body
-                        .get("custom_access_details")
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    i["integration_config"] =
-                        body.get("integration_config").cloned().unwrap_or(json!({}));
-                    i["connected_resource_types"] = body
-                        .get("connected_resource_types")
-                        .cloned()
-                        .unwrap_or(json!([]));
-                    axum::Json(i.clone()).into_response()
-                }
-                None => error(StatusCode::NOT_FOUND, "integration not found"),
-            }
-        }
-        ("DELETE", ["api", "admin", "v4", "integrations", id]) => {
-            let before = s.integrations.len();
-            s.integrations.retain(|i| i["id"] != *id);
-            if s.integrations.len() < before {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                error(StatusCode::NOT_FOUND, "integration not found")
-            }
-        }
-        _ => error(StatusCode::NOT_FOUND, "no such route"),
+        None => error(StatusCode::NOT_FOUND, "integration not found"),
+    }
+}
+
+fn delete_integration(s: &mut Inner, id: &str) -> Response {
+    let before = s.integrations.len();
+    s.integrations.retain(|i| i["id"] != *id);
+    if s.integrations.len() < before {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "integration not found")
     }
 }

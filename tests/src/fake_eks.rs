@@ -421,29 +421,6 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let Some((key, region)) = credential_scope(&headers) else {
-        return error(
-            403,
-            "UnrecognizedClientException",
-            "missing SigV4 authorization",
-        );
-    };
-    let authorizer = inner.lock().unwrap().authorizer.clone();
-    let caller = match &authorizer {
-        Some(authorizer) => match authorizer.caller(&headers).await {
-            Ok(caller) => Some(caller),
-            Err(e) => return error(403, "UnrecognizedClientException", &e),
-        },
-        None => None,
-    };
-    let account = match &caller {
-        Some(caller) => caller.account.clone(),
-        None => match account_of(&inner, &headers, &key).await {
-            Some(account) => account,
-            None => return error(403, "UnrecognizedClientException", "unknown access key"),
-        },
-    };
-    let mutating = method != Method::GET;
     let segments: Vec<String> = uri
         .path()
         .trim_matches('/')
@@ -452,53 +429,21 @@ async fn handle(
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(caller) = &caller {
-        let entry_tags = match segs.as_slice() {
-            ["clusters", name, "access-entries", principal, ..] => {
-                let s = inner.lock().unwrap();
-                s.clusters
-                    .get(&(account.clone(), region.clone(), name.to_string()))
-                    .and_then(|c| c.entries.get(*principal))
-                    .map(|e| e.tags.clone())
-                    .unwrap_or_default()
-            }
-            _ => BTreeMap::new(),
-        };
-        let needed = permissions(
-            method.as_str(),
-            &segs,
-            &body,
-            &account,
-            &region,
-            &entry_tags,
-        );
-        for (action, resource, keys) in needed {
-            let keys: Vec<(&str, &str)> =
-                keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            if let Err(denied) = caller.may(action, &resource, &keys) {
-                return error(403, "AccessDeniedException", &denied);
-            }
-        }
-    }
+    let call = Call {
+        method: method.as_str(),
+        segs: &segs,
+        body: &body,
+    };
+    let (account, region) = match authorize(&inner, &headers, &call).await {
+        Ok(place) => place,
+        Err(refused) => return refused,
+    };
     let mut s = inner.lock().unwrap();
-    if s.denied.contains(&account) {
-        return error(
-            403,
-            "AccessDeniedException",
-            &format!("User is not authorized in account {account}"),
-        );
+    if let Some(refused) = gate(&mut s, &account) {
+        return refused;
     }
-    s.last_answer
-        .insert(account.clone(), std::time::Instant::now());
-    let share = s
-        .throttle_share_in
-        .get(&account)
-        .copied()
-        .unwrap_or(s.throttle_share);
-    if s.throttle_next > 0 || (share > 0.0 && fastrand::f64() < share) {
-        s.throttle_next = s.throttle_next.saturating_sub(1);
-        s.throttled += 1;
-        return error(429, "ThrottlingException", "Rate exceeded");
+    if method != Method::GET {
+        s.mutations += 1;
     }
     let query: HashMap<String, String> = uri
         .query()
@@ -508,31 +453,13 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    if mutating {
-        s.mutations += 1;
-    }
     let cluster_key = |name: &str| (account.clone(), region.clone(), name.to_string());
-    match (method.as_str(), segs.as_slice()) {
-        ("GET", ["clusters"]) => {
-            let names: Vec<String> = s
-                .clusters
-                .keys()
-                .filter(|(a, r, _)| *a == account && *r == region)
-                .map(|(_, _, n)| n.clone())
-                .collect();
-            let limit: usize = query
-                .get("maxResults")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(100);
-            let start: usize = query
-                .get("nextToken")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            let end = (start + limit).min(names.len());
-            let next = (end < names.len()).then(|| end.to_string());
-            axum::Json(json!({"clusters": names[start.min(end)..end], "nextToken": next}))
-                .into_response()
-        }
+    let place = Place {
+        account: &account,
+        region: &region,
+    };
+    match (call.method, segs.as_slice()) {
+        ("GET", ["clusters"]) => list_clusters(&s, &place, &query),
         ("GET", ["clusters", name]) => match s.clusters.get(&cluster_key(name)) {
             Some(c) => axum::Json(json!({"cluster": cluster_json(&account, &region, name, c)}))
                 .into_response(),
@@ -554,69 +481,223 @@ async fn handle(
             let Some(cluster) = s.clusters.get_mut(&cluster_key(name)) else {
                 return error(404, "ResourceNotFoundException", "No cluster found");
             };
-            // EKS refuses every access-entry call on a CONFIG_MAP cluster.
-            if cluster.mode == "CONFIG_MAP" {
-                return error(400, "InvalidRequestException", "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.");
+            access_entries(cluster, &place, name, m, rest, &body)
+        }
+        _ => error(404, "UnknownOperationException", "no such route"),
+    }
+}
+
+/// One request's method, path segments and JSON body.
+struct Call<'a> {
+    method: &'a str,
+    segs: &'a [&'a str],
+    body: &'a Value,
+}
+
+/// The account and region a request is served in.
+struct Place<'a> {
+    account: &'a str,
+    region: &'a str,
+}
+
+/// The caller's account and region, once its signature names a known key and, with an IAM
+/// authorizer, its role's policies allow every action the call needs.
+async fn authorize(
+    inner: &Arc<Mutex<Inner>>,
+    headers: &HeaderMap,
+    call: &Call<'_>,
+) -> Result<(String, String), Response> {
+    let Some((key, region)) = credential_scope(headers) else {
+        return Err(error(
+            403,
+            "UnrecognizedClientException",
+            "missing SigV4 authorization",
+        ));
+    };
+    let authorizer = inner.lock().unwrap().authorizer.clone();
+    let Some(authorizer) = authorizer else {
+        return match account_of(inner, headers, &key).await {
+            Some(account) => Ok((account, region)),
+            None => Err(error(
+                403,
+                "UnrecognizedClientException",
+                "unknown access key",
+            )),
+        };
+    };
+    let caller = authorizer
+        .caller(headers)
+        .await
+        .map_err(|e| error(403, "UnrecognizedClientException", &e))?;
+    let account = caller.account.clone();
+    let entry_tags = match call.segs {
+        ["clusters", name, "access-entries", principal, ..] => {
+            let s = inner.lock().unwrap();
+            s.clusters
+                .get(&(account.clone(), region.clone(), name.to_string()))
+                .and_then(|c| c.entries.get(*principal))
+                .map(|e| e.tags.clone())
+                .unwrap_or_default()
+        }
+        _ => BTreeMap::new(),
+    };
+    let needed = permissions(
+        call.method,
+        call.segs,
+        call.body,
+        &account,
+        &region,
+        &entry_tags,
+    );
+    for (action, resource, keys) in needed {
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(denied) = caller.may(action, &resource, &keys) {
+            return Err(error(403, "AccessDeniedException", &denied));
+        }
+    }
+    Ok((account, region))
+}
+
+/// Faults that answer before any route: an account denied outright, or throttling.
+fn gate(s: &mut Inner, account: &str) -> Option<Response> {
+    if s.denied.contains(account) {
+        return Some(error(
+            403,
+            "AccessDeniedException",
+            &format!("User is not authorized in account {account}"),
+        ));
+    }
+    s.last_answer
+        .insert(account.to_string(), std::time::Instant::now());
+    let share = s
+        .throttle_share_in
+        .get(account)
+        .copied()
+        .unwrap_or(s.throttle_share);
+    if s.throttle_next > 0 || (share > 0.0 && fastrand::f64() < share) {
+        s.throttle_next = s.throttle_next.saturating_sub(1);
+        s.throttled += 1;
+        return Some(error(429, "ThrottlingException", "Rate exceeded"));
+    }
+    None
+}
+
+fn list_clusters(s: &Inner, place: &Place<'_>, query: &HashMap<String, String>) -> Response {
+    let names: Vec<String> = s
+        .clusters
+        .keys()
+        .filter(|(a, r, _)| a == place.account && r == place.region)
+        .map(|(_, _, n)| n.clone())
+        .collect();
+    let limit: usize = query
+        .get("maxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(100);
+    let start: usize = query
+        .get("nextToken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let end = (start + limit).min(names.len());
+    let next = (end < names.len()).then(|| end.to_string());
+    axum::Json(json!({"clusters": names[start.min(end)..end], "nextToken": next})).into_response()
+}
+
+/// `/clusters/{name}/access-entries/...`: `rest` is what follows.
+fn access_entries(
+    cluster: &mut Cluster,
+    place: &Place<'_>,
+    name: &str,
+    method: &str,
+    rest: &[&str],
+    body: &Value,
+) -> Response {
+    // EKS refuses every access-entry call on a CONFIG_MAP cluster.
+    if cluster.mode == "CONFIG_MAP" {
+        return error(400, "InvalidRequestException", "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.");
+    }
+    let (account, region) = (place.account, place.region);
+    match (method, rest) {
+        ("POST", []) => {
+            let principal = body["principalArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if cluster.entries.contains_key(&principal) {
+                return error(
+                    409,
+                    "ResourceInUseException",
+                    "The specified access entry resource is already in use on this cluster.",
+                );
             }
-            match (m, rest) {
-                ("POST", []) => {
-                    let principal = body["principalArn"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    if cluster.entries.contains_key(&principal) {
-                        return error(409, "ResourceInUseException", "The specified access entry resource is already in use on this cluster.");
-                    }
-                    let tags: BTreeMap<String, String> =
-                        serde_json::from_value(body["tags"].clone()).unwrap_or_default();
-                    let entry = Entry {
-                        tags,
-                        policies: BTreeMap::new(),
-                    };
-                    let answer = entry_json(&account, &region, name, &principal, &entry);
-                    cluster.entries.insert(principal, entry);
-                    axum::Json(json!({"accessEntry": answer})).into_response()
-                }
-                (m, [principal, tail @ ..]) => {
-                    let principal = principal.to_string();
-                    let Some(entry) = cluster.entries.get_mut(&principal) else {
-                        return error(
-                            404,
-                            "ResourceNotFoundException",
-                            "The specified principalArn could not be found.",
-                        );
-                    };
-                    match (m, tail) {
-                        ("GET", []) => axum::Json(json!({"accessEntry": entry_json(&account, &region, name, &principal, entry)})).into_response(),
-                        ("DELETE", []) => {
-                            cluster.entries.remove(&principal);
-                            axum::Json(json!({})).into_response()
-                        }
-                        ("GET", ["access-policies"]) => {
-                            let policies: Vec<Value> = entry
-                                .policies
-                                .iter()
-                                .map(|(arn, scope)| json!({"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}))
-                                .collect();
-                            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicies": policies})).into_response()
-                        }
-                        ("POST", ["access-policies"]) => {
-                            let arn = body["policyArn"].as_str().unwrap_or_default().to_string();
-                            let scope = body["accessScope"].clone();
-                            entry.policies.insert(arn.clone(), scope.clone());
-                            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicy": {"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}})).into_response()
-                        }
-                        ("DELETE", ["access-policies", policy]) => {
-                            if entry.policies.remove(*policy).is_none() {
-                                return error(404, "ResourceNotFoundException", "policy not associated");
-                            }
-                            axum::Json(json!({})).into_response()
-                        }
-                        _ => error(404, "UnknownOperationException", "no such route"),
-                    }
-                }
-                _ => error(404, "UnknownOperationException", "no such route"),
+            let tags: BTreeMap<String, String> =
+                serde_json::from_value(body["tags"].clone()).unwrap_or_default();
+            let entry = Entry {
+                tags,
+                policies: BTreeMap::new(),
+            };
+            let answer = entry_json(account, region, name, &principal, &entry);
+            cluster.entries.insert(principal, entry);
+            axum::Json(json!({"accessEntry": answer})).into_response()
+        }
+        (m, [principal, tail @ ..]) => {
+            let principal = principal.to_string();
+            if (m, tail) == ("DELETE", &[][..]) {
+                return match cluster.entries.remove(&principal) {
+                    Some(_) => axum::Json(json!({})).into_response(),
+                    None => no_entry(),
+                };
             }
+            match cluster.entries.get_mut(&principal) {
+                Some(entry) => entry_call(entry, place, name, &principal, m, tail, body),
+                None => no_entry(),
+            }
+        }
+        _ => error(404, "UnknownOperationException", "no such route"),
+    }
+}
+
+fn no_entry() -> Response {
+    error(
+        404,
+        "ResourceNotFoundException",
+        "The specified principalArn could not be found.",
+    )
+}
+
+/// A call on one access entry: `tail` follows its principal in the path.
+fn entry_call(
+    entry: &mut Entry,
+    place: &Place<'_>,
+    name: &str,
+    principal: &str,
+    method: &str,
+    tail: &[&str],
+    body: &Value,
+) -> Response {
+    match (method, tail) {
+        ("GET", []) => axum::Json(
+            json!({"accessEntry": entry_json(place.account, place.region, name, principal, entry)}),
+        )
+        .into_response(),
+        ("GET", ["access-policies"]) => {
+            let policies: Vec<Value> = entry
+                .policies
+                .iter()
+                .map(|(arn, scope)| json!({"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}))
+                .collect();
+            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicies": policies})).into_response()
+        }
+        ("POST", ["access-policies"]) => {
+            let arn = body["policyArn"].as_str().unwrap_or_default().to_string();
+            let scope = body["accessScope"].clone();
+            entry.policies.insert(arn.clone(), scope.clone());
+            axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicy": {"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}})).into_response()
+        }
+        ("DELETE", ["access-policies", policy]) => {
+            if entry.policies.remove(*policy).is_none() {
+                return error(404, "ResourceNotFoundException", "policy not associated");
+            }
+            axum::Json(json!({})).into_response()
         }
         _ => error(404, "UnknownOperationException", "no such route"),
     }

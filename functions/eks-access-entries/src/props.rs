@@ -60,30 +60,7 @@ impl Properties for EksProps {
                 ),
             ));
         }
-        match (
-            self.access_scope.as_deref().unwrap_or("cluster"),
-            self.namespaces.is_empty(),
-        ) {
-            ("cluster", true) | ("namespace", false) => {}
-            ("cluster", false) => {
-                return Err(PropertyError::new(
-                    "Namespaces",
-                    "only with AccessScope namespace",
-                ))
-            }
-            ("namespace", true) => {
-                return Err(PropertyError::new(
-                    "Namespaces",
-                    "required with AccessScope namespace",
-                ))
-            }
-            (other, _) => {
-                return Err(PropertyError::new(
-                    "AccessScope",
-                    format!("{other:?}: expected cluster or namespace"),
-                ))
-            }
-        }
+        self.validate_scope()?;
         for region in &self.regions {
             ids::region(region).map_err(|m| PropertyError::new("Regions", m))?;
         }
@@ -91,12 +68,7 @@ impl Properties for EksProps {
             ids::account_id(account).map_err(|m| PropertyError::new("Accounts", m))?;
         }
         let role = self.member_role();
-        if role.is_empty()
-            || role.len() > 64
-            || !role
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-        {
+        if !is_role_name(role) {
             return Err(PropertyError::new(
                 "MemberRoleName",
                 format!("{role:?} is not an IAM role name"),
@@ -110,6 +82,26 @@ impl Properties for EksProps {
 }
 
 impl EksProps {
+    /// `Namespaces` goes with `AccessScope` namespace, and only with it.
+    fn validate_scope(&self) -> Result<(), PropertyError> {
+        let scope = self.access_scope.as_deref().unwrap_or("cluster");
+        match (scope, self.namespaces.is_empty()) {
+            ("cluster", true) | ("namespace", false) => Ok(()),
+            ("cluster", false) => Err(PropertyError::new(
+                "Namespaces",
+                "only with AccessScope namespace",
+            )),
+            ("namespace", true) => Err(PropertyError::new(
+                "Namespaces",
+                "required with AccessScope namespace",
+            )),
+            (other, _) => Err(PropertyError::new(
+                "AccessScope",
+                format!("{other:?}: expected cluster or namespace"),
+            )),
+        }
+    }
+
     fn policy(&self) -> &str {
         self.access_policy_arn
             .as_deref()
@@ -129,4 +121,12 @@ impl EksProps {
             namespaces: self.namespaces.clone(),
         }
     }
+}
+
+/// IAM's role-name rule: 1-64 characters of letters, digits and +=,.@_-.
+fn is_role_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }

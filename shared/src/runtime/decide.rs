@@ -256,24 +256,10 @@ pub(super) async fn decide<R: CustomResource, C: Continuation>(
         return Some(Answer::failed(failed_id(), budget.exceeded()));
     }
 
-    let (task_resource, task_ctx, task_request) = (resource.clone(), ctx.clone(), request.clone());
-    let ended = guarded(ctx.handler_deadline, async move {
-        match task_request.kind {
-            RequestKind::Create => task_resource.create(&task_ctx, &task_request).await,
-            RequestKind::Update => task_resource.update(&task_ctx, &task_request).await,
-            RequestKind::Delete => task_resource.delete(&task_ctx, &task_request).await,
-        }
-    })
-    .await;
-    let result = match ended {
+    let result = match run_handler(resource, ctx, &request).await {
         Ended::Finished(result) => result,
         Ended::TimedOut => return Some(Answer::failed(failed_id(), budget.exceeded())),
-        Ended::Panicked(message) => {
-            let reason =
-                format!("internal error (panic): {message}; this is a bug, please report it");
-            tracing::error!(reason = %reason, "handler panicked");
-            return Some(Answer::failed(failed_id(), reason));
-        }
+        Ended::Panicked(message) => return Some(Answer::failed(failed_id(), panicked(&message))),
     };
     match result {
         Ok(Outcome::Done(output)) => Some(succeeded(env, kind, fallback_id, output)),
@@ -295,6 +281,30 @@ pub(super) async fn decide<R: CustomResource, C: Continuation>(
         }
         Err(err) => Some(Answer::failed(failed_id(), error_chain(err.as_ref()))),
     }
+}
+
+/// A panic's reason: a bug of ours, said so, and logged.
+fn panicked(message: &str) -> String {
+    let reason = format!("internal error (panic): {message}; this is a bug, please report it");
+    tracing::error!(reason = %reason, "handler panicked");
+    reason
+}
+
+/// The handler for the request's kind, in a task of its own stopped at the handler deadline.
+async fn run_handler<R: CustomResource>(
+    resource: &Arc<R>,
+    ctx: &Context,
+    request: &Arc<Request<R::Properties>>,
+) -> Ended<crate::HandlerResult<Outcome>> {
+    let (resource, ctx, request) = (resource.clone(), ctx.clone(), request.clone());
+    guarded(ctx.handler_deadline, async move {
+        match request.kind {
+            RequestKind::Create => resource.create(&ctx, &request).await,
+            RequestKind::Update => resource.update(&ctx, &request).await,
+            RequestKind::Delete => resource.delete(&ctx, &request).await,
+        }
+    })
+    .await
 }
 
 /// Hands the event, with the progress (and a CloudFormation chain's start), to a new

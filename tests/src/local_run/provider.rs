@@ -5,7 +5,6 @@ use crate::deploy::{Complete, Failure, Provider};
 use crate::events::Event;
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -19,15 +18,6 @@ impl Provider for LocalCloud<'_> {
         Box::pin(async move {
             let region = "us-east-1";
             let account = self.account().to_string();
-            let simple = |physical_id: String, attributes: &[(&str, String)]| {
-                Ok(Complete {
-                    physical_id,
-                    attributes: attributes
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect(),
-                })
-            };
             match resource_type {
                 t if t.starts_with("Custom::") => {
                     let props = self.custom_properties(t, props);
@@ -40,29 +30,19 @@ impl Provider for LocalCloud<'_> {
                     self.pause(40).await;
                     let name = self.name(logical_id, &props["FunctionName"]);
                     let arn = format!("arn:aws:lambda:{region}:{account}:function:{name}");
-                    let binary = self.template["Resources"][logical_id]["Metadata"]
-                        ["BuildProperties"]["Binary"]
-                        .as_str()
-                        .unwrap_or_default();
-                    self.start_function(&arn, &name, binary, &props)
+                    self.start_function(&arn, &name, self.binary(logical_id), &props)
                         .await
-                        .map_err(|reason| Failure {
-                            physical_id: None,
-                            reason,
-                        })?;
-                    simple(name, &[("Arn", arn)])
+                        .map_err(failed(None))?;
+                    complete(name, &[("Arn", arn)])
                 }
                 "AWS::IAM::Role" => {
                     self.pause(60).await;
                     let name = self.name(logical_id, &props["RoleName"]);
                     put_role(&self.iam(), &name, &props, true)
                         .await
-                        .map_err(|reason| Failure {
-                            physical_id: None,
-                            reason,
-                        })?;
+                        .map_err(failed(None))?;
                     let arn = role(&account, &name);
-                    simple(name, &[("Arn", arn)])
+                    complete(name, &[("Arn", arn)])
                 }
                 "AWS::IAM::Policy" => {
                     // Granted only now that the resource completes.
@@ -71,64 +51,47 @@ impl Provider for LocalCloud<'_> {
                         .as_str()
                         .unwrap_or(logical_id)
                         .to_string();
-                    for role in Self::policy_roles(&props) {
-                        let document = props["PolicyDocument"].to_string();
-                        put_role_policy(&self.iam(), &role, &name, &document)
-                            .await
-                            .map_err(|reason| Failure {
-                                physical_id: None,
-                                reason,
-                            })?;
-                    }
-                    simple(name, &[])
+                    self.put_policy(&name, &props).await.map_err(failed(None))?;
+                    complete(name, &[])
                 }
                 "AWS::CloudFormation::StackSet" => {
                     self.pause(100).await;
                     self.stack_set(&props).await
                 }
                 "AWS::ECS::Service" => {
-                    // Stabilising takes a while; the container connects to Apono later still.
-                    self.pause(700).await;
-                    let apono = self.world.apono.clone();
-                    let connector = props_connector(self.template);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(1500)).await;
-                        apono.add_connector(&connector, "CONNECTED");
-                    });
                     let name = self.name(logical_id, &Value::Null);
-                    let arn = format!("arn:aws:ecs:{region}:{account}:service/{name}");
-                    simple(arn, &[("Name", name)])
+                    self.start_connector_service(&name).await
                 }
                 "AWS::SNS::Topic" => {
                     // Ref of a topic is its ARN.
                     self.pause(40).await;
                     let name = self.name(logical_id, &props["TopicName"]);
                     let arn = format!("arn:aws:sns:{region}:{account}:{name}");
-                    simple(arn.clone(), &[("TopicArn", arn), ("TopicName", name)])
+                    complete(arn.clone(), &[("TopicArn", arn), ("TopicName", name)])
                 }
                 "AWS::EC2::SecurityGroup" => {
                     self.pause(40).await;
                     let id = format!("sg-{:017x}", self.counter.fetch_add(1, Ordering::SeqCst));
-                    simple(id.clone(), &[("GroupId", id)])
+                    complete(id.clone(), &[("GroupId", id)])
                 }
                 "AWS::ECS::TaskDefinition" => {
                     // Ref of a task definition is its ARN.
                     self.pause(40).await;
                     let name = self.name(logical_id, &props["Family"]);
                     let arn = format!("arn:aws:ecs:{region}:{account}:task-definition/{name}:1");
-                    simple(arn.clone(), &[("TaskDefinitionArn", arn)])
+                    complete(arn.clone(), &[("TaskDefinitionArn", arn)])
                 }
                 "AWS::Events::Rule" => {
                     self.pause(40).await;
                     let name = self.name(logical_id, &Value::Null);
                     self.start_schedule(&name, &props);
                     let arn = format!("arn:aws:events:{region}:{account}:rule/{name}");
-                    simple(name, &[("Arn", arn)])
+                    complete(name, &[("Arn", arn)])
                 }
                 _ => {
                     self.pause(40).await;
                     let name = self.name(logical_id, &Value::Null);
-                    simple(name.clone(), &[("Arn", format!("arn:local:{name}"))])
+                    complete(name.clone(), &[("Arn", format!("arn:local:{name}"))])
                 }
             }
         })
@@ -159,22 +122,12 @@ impl Provider for LocalCloud<'_> {
                         self.account()
                     );
                     if props != old {
-                        let binary = self.template["Resources"][logical_id]["Metadata"]
-                            ["BuildProperties"]["Binary"]
-                            .as_str()
-                            .unwrap_or_default();
                         self.functions.borrow_mut().remove(&arn);
-                        self.start_function(&arn, physical_id, binary, &props)
+                        self.start_function(&arn, physical_id, self.binary(logical_id), &props)
                             .await
-                            .map_err(|reason| Failure {
-                                physical_id: Some(physical_id.to_string()),
-                                reason,
-                            })?;
+                            .map_err(failed(Some(physical_id)))?;
                     }
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::from([("Arn".to_string(), arn)]),
-                    })
+                    complete(physical_id.to_string(), &[("Arn", arn)])
                 }
                 "AWS::CloudFormation::StackSet" => {
                     // moto's UpdateStackSet does not redeploy its instances: the member stacks
@@ -182,36 +135,25 @@ impl Provider for LocalCloud<'_> {
                     // of every instance would leave them.
                     self.pause(100).await;
                     if props != old {
-                        let failed = |reason| Failure {
-                            physical_id: Some(physical_id.to_string()),
-                            reason,
-                        };
-                        self.delete_stack_set(physical_id).await.map_err(failed)?;
+                        self.delete_stack_set(physical_id)
+                            .await
+                            .map_err(failed(Some(physical_id)))?;
                         self.stack_set(&props).await?;
                     }
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::from([(
-                            "StackSetId".to_string(),
-                            physical_id.to_string(),
-                        )]),
-                    })
+                    complete(
+                        physical_id.to_string(),
+                        &[("StackSetId", physical_id.to_string())],
+                    )
                 }
                 "AWS::IAM::Role" => {
                     self.pause(40).await;
                     put_role(&self.iam(), physical_id, &props, false)
                         .await
-                        .map_err(|reason| Failure {
-                            physical_id: Some(physical_id.to_string()),
-                            reason,
-                        })?;
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::from([(
-                            "Arn".to_string(),
-                            role(self.account(), physical_id),
-                        )]),
-                    })
+                        .map_err(failed(Some(physical_id)))?;
+                    complete(
+                        physical_id.to_string(),
+                        &[("Arn", role(self.account(), physical_id))],
+                    )
                 }
                 "AWS::IAM::Policy" => {
                     self.pause(40).await;
@@ -219,19 +161,10 @@ impl Provider for LocalCloud<'_> {
                         // Detached from a role no longer listed; rewritten on the others.
                         let _ = delete_role_policy(&self.iam(), &role, physical_id).await;
                     }
-                    for role in Self::policy_roles(&props) {
-                        let document = props["PolicyDocument"].to_string();
-                        put_role_policy(&self.iam(), &role, physical_id, &document)
-                            .await
-                            .map_err(|reason| Failure {
-                                physical_id: Some(physical_id.to_string()),
-                                reason,
-                            })?;
-                    }
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::new(),
-                    })
+                    self.put_policy(physical_id, &props)
+                        .await
+                        .map_err(failed(Some(physical_id)))?;
+                    complete(physical_id.to_string(), &[])
                 }
                 "AWS::Events::Rule" => {
                     // EventBridge fires the new input from now on.
@@ -243,18 +176,12 @@ impl Provider for LocalCloud<'_> {
                         "arn:aws:events:us-east-1:{}:rule/{physical_id}",
                         self.account()
                     );
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::from([("Arn".to_string(), arn)]),
-                    })
+                    complete(physical_id.to_string(), &[("Arn", arn)])
                 }
                 _ => {
                     // Non-custom resources keep their physical ID in the changes this run makes.
                     self.pause(40).await;
-                    Ok(Complete {
-                        physical_id: physical_id.to_string(),
-                        attributes: BTreeMap::new(),
-                    })
+                    complete(physical_id.to_string(), &[])
                 }
             }
         })
@@ -326,5 +253,57 @@ impl Provider for LocalCloud<'_> {
 
     fn stack_status(&self, status: &str) {
         self.world.platform.set_stack_status(status);
+    }
+}
+
+/// A resource complete with these attributes.
+fn complete(physical_id: String, attributes: &[(&str, String)]) -> Result<Complete, Failure> {
+    Ok(Complete {
+        physical_id,
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    })
+}
+
+/// Turns a reason into the failure of a resource (`None`: one never created).
+fn failed(physical_id: Option<&str>) -> impl FnOnce(String) -> Failure + '_ {
+    move |reason| Failure {
+        physical_id: physical_id.map(str::to_string),
+        reason,
+    }
+}
+
+impl LocalCloud<'_> {
+    /// The function binary a template resource is built from.
+    fn binary(&self, logical_id: &str) -> &str {
+        self.template["Resources"][logical_id]["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    /// An inline policy written to every role it names: granted only now, as the resource
+    /// completes.
+    async fn put_policy(&self, name: &str, props: &Value) -> Result<(), String> {
+        let document = props["PolicyDocument"].to_string();
+        for role in Self::policy_roles(props) {
+            put_role_policy(&self.iam(), &role, name, &document).await?;
+        }
+        Ok(())
+    }
+
+    /// The connector's service: stabilising takes a while; the container connects to Apono
+    /// later still.
+    async fn start_connector_service(&self, name: &str) -> Result<Complete, Failure> {
+        self.pause(700).await;
+        let apono = self.world.apono.clone();
+        let connector = props_connector(self.template);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            apono.add_connector(&connector, "CONNECTED");
+        });
+        let arn = format!("arn:aws:ecs:us-east-1:{}:service/{name}", self.account());
+        complete(arn, &[("Name", name.to_string())])
     }
 }
