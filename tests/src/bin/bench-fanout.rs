@@ -174,20 +174,37 @@ async fn main() {
     let org = seed_organization(&moto.sdk_config(), accounts.max(t_accounts) - 1, 0).await;
     let mut all = vec![org.management_account_id.clone()];
     all.extend(org.member_account_ids);
-    let default = DEFAULT_MAX_CONCURRENCY;
 
-    // 1. Scale.
     let shape = Shape {
         accounts: &all[..accounts],
         regions: &region_names[..regions],
         clusters,
     };
+    scale_sweep(&moto, &shape, latency, sample, &concurrencies).await;
+    let shape = Shape {
+        accounts: &all[..t_accounts],
+        regions: &region_names[..t_regions],
+        clusters,
+    };
+    throttling(&moto, &shape, latency, sample).await;
+}
+
+/// The MaxConcurrency sweep at scale, against the sequential loop and the critical-path bound.
+async fn scale_sweep(
+    moto: &Moto,
+    shape: &Shape<'_>,
+    latency: Duration,
+    sample: Duration,
+    concurrencies: &[usize],
+) {
+    let default = DEFAULT_MAX_CONCURRENCY;
+    let (accounts, regions, clusters) = (shape.accounts.len(), shape.regions.len(), shape.clusters);
     println!(
         "scale: {accounts} accounts x {regions} regions x {clusters} clusters = {} clusters, {} ms per EKS call",
         shape.pairs() * clusters,
         latency.as_millis()
     );
-    let seq = sequential(&moto, &shape, latency, sample).await;
+    let seq = sequential(moto, shape, latency, sample).await;
     println!(
         "sequential loop (one pair at a time; {} s sample, scaled): {}",
         sample.as_secs(),
@@ -195,8 +212,8 @@ async fn main() {
     );
     println!("| MaxConcurrency | wall time | EKS calls | calls per pair | critical-path bound | wall / bound | sequential / wall |");
     println!("|---|---|---|---|---|---|---|");
-    for concurrency in concurrencies {
-        let r = run(&moto, &shape, concurrency, latency, Faults::default(), None).await;
+    for &concurrency in concurrencies {
+        let r = run(moto, shape, concurrency, latency, Faults::default(), None).await;
         assert_eq!(r.created, shape.pairs() * clusters);
         let per_pair = r.calls as f64 / shape.pairs() as f64;
         // Each pair is a chain of dependent calls; at most `concurrency` chains run at once.
@@ -215,20 +232,20 @@ async fn main() {
             seq.as_secs_f64() / r.wall.as_secs_f64()
         );
     }
+}
 
-    // 2. Throttling.
-    let shape = Shape {
-        accounts: &all[..t_accounts],
-        regions: &region_names[..t_regions],
-        clusters,
-    };
+/// Throttling at the default MaxConcurrency: everywhere, and in one hot account.
+async fn throttling(moto: &Moto, shape: &Shape<'_>, latency: Duration, sample: Duration) {
+    let default = DEFAULT_MAX_CONCURRENCY;
+    let (t_accounts, t_regions, clusters) =
+        (shape.accounts.len(), shape.regions.len(), shape.clusters);
     println!(
         "throttling: {t_accounts} accounts x {t_regions} regions x {clusters} clusters, {} ms per EKS call, MaxConcurrency {default}",
         latency.as_millis()
     );
     println!("| run | wall time | EKS calls | throttled | failed clusters | against no faults |");
     println!("|---|---|---|---|---|---|");
-    let healthy = run(&moto, &shape, default, latency, Faults::default(), None).await;
+    let healthy = run(moto, shape, default, latency, Faults::default(), None).await;
     assert_eq!(healthy.created, shape.pairs() * clusters);
     let row = |name: &str, r: &Run, against: Duration| {
         println!(
@@ -241,7 +258,7 @@ async fn main() {
         );
     };
     row("no faults", &healthy, healthy.wall);
-    let seq = sequential(&moto, &shape, latency, sample).await;
+    let seq = sequential(moto, shape, latency, sample).await;
     println!(
         "| one pair at a time (sequential loop; {} s sample, scaled) | {} | | | | {:.2}x |",
         sample.as_secs(),
@@ -250,8 +267,8 @@ async fn main() {
     );
     let hot_account = shape.accounts[shape.accounts.len() / 2].as_str();
     let hot = run(
-        &moto,
-        &shape,
+        moto,
+        shape,
         default,
         latency,
         Faults {
@@ -268,8 +285,8 @@ async fn main() {
         hot.others_done.as_secs_f64() / healthy.others_done.as_secs_f64()
     );
     let busy = run(
-        &moto,
-        &shape,
+        moto,
+        shape,
         default,
         latency,
         Faults {

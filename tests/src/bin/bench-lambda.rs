@@ -117,74 +117,119 @@ async fn main() {
                    "Regions": "us-east-1", "MemberRoleName": "OrganizationAccountAccessRole"}),
         ),
     ];
-    println!("Create (calls AWS or Apono):");
-    println!("| function | cold start min | median | max | peak RSS (max) |");
-    println!("|---|---|---|---|---|");
-    for (binary, resource_type, props) in &cases {
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for run in 0..runs {
-            let name = format!("{binary}-{run}");
-            let event = Event::create(resource_type, &rx.url(&name)).properties(props.clone());
-            let (time, peak) =
-                cold_start(&bin_dir.join(binary), binary, &env, &rx, &name, event).await;
-            times.push(time);
-            rss = rss.max(peak);
+    let bench = Bench {
+        bin_dir,
+        before_dir,
+        runs,
+        env,
+        rx,
+    };
+    bench.creates(&cases).await;
+    bench.no_call_deletes(&cases).await;
+}
+
+/// The binaries to time and where their events go.
+struct Bench {
+    bin_dir: PathBuf,
+    before_dir: Option<PathBuf>,
+    runs: usize,
+    env: Vec<(String, String)>,
+    rx: Receiver,
+}
+
+impl Bench {
+    /// Each function's cold start on a Create, which calls AWS or Apono.
+    async fn creates(&self, cases: &[(&str, &str, Value)]) {
+        let Bench {
+            bin_dir,
+            runs,
+            env,
+            rx,
+            ..
+        } = self;
+        println!("Create (calls AWS or Apono):");
+        println!("| function | cold start min | median | max | peak RSS (max) |");
+        println!("|---|---|---|---|---|");
+        for (binary, resource_type, props) in cases {
+            let mut times = Vec::new();
+            let mut rss = 0;
+            for run in 0..*runs {
+                let name = format!("{binary}-{run}");
+                let event = Event::create(resource_type, &rx.url(&name)).properties(props.clone());
+                let (time, peak) =
+                    cold_start(&bin_dir.join(binary), binary, env, rx, &name, event).await;
+                times.push(time);
+                rss = rss.max(peak);
+            }
+            times.sort();
+            println!(
+                "| {binary} | {} | {} | {} | {:.1} MiB |",
+                ms(times[0]),
+                ms(times[times.len() / 2]),
+                ms(times[times.len() - 1]),
+                rss as f64 / 1024.0
+            );
         }
-        times.sort();
-        println!(
-            "| {binary} | {} | {} | {} | {:.1} MiB |",
-            ms(times[0]),
-            ms(times[times.len() / 2]),
-            ms(times[times.len() - 1]),
-            rss as f64 / 1024.0
-        );
     }
 
-    println!("\nNo AWS call (the rollback Delete of a failed Create), median of {runs}:");
-    match &before_dir {
-        Some(_) => {
-            println!("| function | before | after | after / before | peak RSS before | after |");
-            println!("|---|---|---|---|---|---|");
-        }
-        None => {
-            println!("| function | median | peak RSS (max) |");
-            println!("|---|---|---|");
-        }
-    }
-    for (binary, resource_type, _) in &cases {
-        let mut after = (Vec::new(), 0);
-        let mut before = (Vec::new(), 0);
-        for run in 0..runs {
-            // Alternate, so that both see the same machine.
-            let mut dirs = vec![(&bin_dir, "after", &mut after)];
-            if let Some(dir) = &before_dir {
-                dirs.push((dir, "before", &mut before));
-            }
-            for (dir, label, into) in dirs {
-                let name = format!("{binary}-noop-{run}-{label}");
-                let event = Event::delete(resource_type, &rx.url(&name), "cfn-create-failed:bench");
-                let (time, peak) =
-                    cold_start(&dir.join(binary), binary, &env, &rx, &name, event).await;
-                into.0.push(time);
-                into.1 = into.1.max(peak);
-            }
-        }
-        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-        let after_median = median(after.0);
+    /// Each function's cold start with no AWS call, alternating with the binaries of
+    /// `--before-dir` when given.
+    async fn no_call_deletes(&self, cases: &[(&str, &str, Value)]) {
+        let Bench {
+            bin_dir,
+            before_dir,
+            runs,
+            env,
+            rx,
+        } = self;
+        println!("\nNo AWS call (the rollback Delete of a failed Create), median of {runs}:");
         match &before_dir {
             Some(_) => {
-                let before_median = median(before.0);
                 println!(
-                    "| {binary} | {} | {} | {:.2} | {} | {} |",
-                    ms(before_median),
-                    ms(after_median),
-                    after_median.as_secs_f64() / before_median.as_secs_f64(),
-                    mib(before.1),
-                    mib(after.1)
+                    "| function | before | after | after / before | peak RSS before | after |"
                 );
+                println!("|---|---|---|---|---|---|");
             }
-            None => println!("| {binary} | {} | {} |", ms(after_median), mib(after.1)),
+            None => {
+                println!("| function | median | peak RSS (max) |");
+                println!("|---|---|---|");
+            }
+        }
+        for (binary, resource_type, _) in cases {
+            let mut after = (Vec::new(), 0);
+            let mut before = (Vec::new(), 0);
+            for run in 0..*runs {
+                // Alternate, so that both see the same machine.
+                let mut dirs = vec![(bin_dir, "after", &mut after)];
+                if let Some(dir) = &before_dir {
+                    dirs.push((dir, "before", &mut before));
+                }
+                for (dir, label, into) in dirs {
+                    let name = format!("{binary}-noop-{run}-{label}");
+                    let event =
+                        Event::delete(resource_type, &rx.url(&name), "cfn-create-failed:bench");
+                    let (time, peak) =
+                        cold_start(&dir.join(binary), binary, env, rx, &name, event).await;
+                    into.0.push(time);
+                    into.1 = into.1.max(peak);
+                }
+            }
+            let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+            let after_median = median(after.0);
+            match &before_dir {
+                Some(_) => {
+                    let before_median = median(before.0);
+                    println!(
+                        "| {binary} | {} | {} | {:.2} | {} | {} |",
+                        ms(before_median),
+                        ms(after_median),
+                        after_median.as_secs_f64() / before_median.as_secs_f64(),
+                        mib(before.1),
+                        mib(after.1)
+                    );
+                }
+                None => println!("| {binary} | {} | {} |", ms(after_median), mib(after.1)),
+            }
         }
     }
 }

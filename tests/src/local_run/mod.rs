@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 mod cloud;
+mod failing;
 mod iam;
 mod provider;
 mod scenario;

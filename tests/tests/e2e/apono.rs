@@ -1,5 +1,8 @@
 //! Custom::AponoIntegration: SSM through moto, Apono through the fake, events through the
 //! runtime to the response receiver.
+//!
+//! Over 400 lines on purpose: one file holds every test of this resource, so that its behaviours
+//! read side by side; each test is short and stands alone.
 
 use apono_integration::token::SsmTokens;
 use apono_integration::AponoIntegration;

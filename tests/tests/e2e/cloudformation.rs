@@ -1,6 +1,9 @@
 //! template.yaml as CloudFormation judges it (after the SAM transform), beyond cfn-lint: only
 //! rule functions in `Rules`, rule assertions against real parameter sets, and the ordering
 //! every scenario needs, each a named check on the dependency graph.
+//!
+//! Over 400 lines on purpose: one check per CloudFormation rule the template must pass, each
+//! short and standing alone, read together against the template.
 
 use serde_json::Value;
 use std::sync::OnceLock;

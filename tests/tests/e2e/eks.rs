@@ -1,5 +1,8 @@
 //! Custom::EksAccessEntries over an emulated organization: Organizations and STS in moto,
 //! clusters and access entries in the fake EKS.
+//!
+//! Over 400 lines on purpose: one file holds every test of this resource, so that its behaviours
+//! read side by side; each test is short and stands alone.
 
 use custom_resource::{Context, RuntimeConfig};
 use eks_access_entries::eks::{RESOURCE_TAG, STACK_TAG};

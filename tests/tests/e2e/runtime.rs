@@ -1,4 +1,7 @@
 //! The runtime's guarantees, proven over real HTTP against the local response receiver.
+//!
+//! Over 400 lines on purpose: one test per guarantee of the runtime, each short and standing
+//! alone, read together against the protocol.
 
 use custom_resource::response::UrlPolicy;
 use custom_resource::response::MAX_BODY_BYTES;

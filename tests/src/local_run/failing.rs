@@ -1,0 +1,127 @@
+//! Stacks that must fail and leave nothing, and the schedule's enrolment of a cluster created
+//! after the stack.
+
+use super::scenario::Scenario;
+use super::*;
+use crate::deploy::{Stack, StackStatus};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Stacks that must fail, and leave nothing: one its rules refuse, one whose Create fails
+/// half-way (a connector Apono never sees), one without a grant its function needs.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn failing_stacks(
+    report: &mut Report,
+    w: &World,
+    cloud: &LocalCloud<'_>,
+    template: &Value,
+    scenario: &Scenario,
+    tag: &str,
+    v1: &str,
+    seed: u64,
+) {
+    let mgmt = w.org.management_account_id.clone();
+    // A stack whose rules refuse it: nothing may be created.
+    let mut refused = Stack::new(template.clone());
+    let mut p = Scenario {
+        scope: scenario.scope,
+        mode: "Deploy",
+    }
+    .parameters(v1, "");
+    p.retain(|(k, _)| k != "VpcId");
+    let status = refused.create(cloud, &borrowed(&p), seed).await;
+    report.check(
+        &format!("{tag}: rules refuse Deploy mode without VpcId"),
+        matches!(&status, StackStatus::Refused(why) if why.contains("needs VpcId"))
+            && refused.operations.is_empty(),
+        status_line(&status),
+    );
+
+    // A create that fails in the middle, and its rollback.
+    let mut failing = Stack::new(template.clone());
+    failing.set_account(&mgmt);
+    let mut p = Scenario {
+        scope: scenario.scope,
+        mode: "Existing",
+    }
+    .parameters(v1, "");
+    for (k, v) in p.iter_mut() {
+        match k.as_str() {
+            "AponoConnectorId" => *v = "not-installed".into(),
+            "ConnectorWaitSeconds" => *v = "3".into(),
+            _ => {}
+        }
+    }
+    let status = failing.create(cloud, &borrowed(&p), seed).await;
+    show_timeline(&failing, 0);
+    let clear = matches!(&status, StackStatus::RollbackComplete(why)
+        if why.contains("not-installed is not known to Apono after waiting"));
+    report.check(
+        &format!("{tag}: failing Create rolls back cleanly"),
+        clear && failing.physical_ids().is_empty(),
+        status_line(&status),
+    );
+    let left = w.ours(v1);
+    let integrations = w.apono.integrations().len();
+    report.check(
+        &format!("{tag}: the rollback left nothing behind"),
+        left == 0 && integrations == 1 && w.someone_elses_entry_kept(),
+        format!("{left} tagged entries, {integrations} integrations (1 was there before)"),
+    );
+
+    // A grant taken out of the template: the function is refused as AWS would refuse it,
+    // and the stack rolls back.
+    let mut ungranted = template.clone();
+    let removed = remove_statement(&mut ungranted, "ReadAponoToken");
+    let mut denied = Stack::new(ungranted);
+    denied.set_account(&mgmt);
+    let p = Scenario {
+        scope: scenario.scope,
+        mode: "Existing",
+    }
+    .parameters(v1, "");
+    let status = denied.create(cloud, &borrowed(&p), seed).await;
+    show_timeline(&denied, 0);
+    let refused = matches!(&status, StackStatus::RollbackComplete(why)
+        if why.contains("access denied calling ssm:GetParameter"));
+    report.check(
+        &format!("{tag}: without its ssm:GetParameter grant, AccessDenied"),
+        removed && refused && denied.physical_ids().is_empty(),
+        status_line(&status),
+    );
+}
+
+/// A cluster created after the stack: the next scheduled run gives it its entry.
+pub(super) async fn enrolled_by_the_schedule(
+    report: &mut Report,
+    w: &World,
+    tag: &str,
+    principal: &str,
+    reached: usize,
+) {
+    let account = w.accounts[reached - 1].clone();
+    let region = w.regions[0].clone();
+    w.eks
+        .add_cluster(&account, &region, "created-later", "ACTIVE", "API");
+    w.added_later.set(w.added_later.get() + 1);
+    let appeared = tokio::time::Instant::now();
+    let mut enrolled = None;
+    while appeared.elapsed() < Duration::from_secs(30) {
+        if w.eks
+            .entries(&account, &region, "created-later")
+            .contains_key(principal)
+        {
+            enrolled = Some(appeared.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.check(
+        &format!("{tag}: a cluster created after the stack gets its entry from the schedule"),
+        enrolled.is_some() && w.ours(principal) == w.eligible_clusters(reached),
+        match enrolled {
+            Some(after) => format!("entry {} ms after the cluster appeared", after.as_millis()),
+            None => "no entry after 30 s".to_string(),
+        },
+    );
+}
