@@ -80,6 +80,7 @@ PSEUDO = {
 ATTRIBUTE_SAMPLES = {
     "OrganizationId": "o-abcdefghij",
     "RootId": "r-ab12",
+    "ManagementAccountId": ACCOUNT,
     "Regions": REGION,
     "StackSetId": "apono-member-roles:1a2b",
 }

@@ -77,6 +77,53 @@ impl AwsOrgApi {
 }
 
 impl AwsOrgApi {
+    /// IDs of the ACTIVE accounts in these OUs (or roots) and every OU below them, sorted:
+    /// the accounts a StackSet targeting them reaches (the management account, which a
+    /// service-managed StackSet never deploys to, is left to the caller).
+    pub async fn active_accounts_under(&self, parents: &[String]) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::new();
+        let mut parents = parents.to_vec();
+        while let Some(parent) = parents.pop() {
+            let mut pages = self
+                .organizations
+                .list_accounts_for_parent()
+                .parent_id(&parent)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    ApiError::from_sdk("organizations:ListAccountsForParent", e).on(parent.clone())
+                })?;
+                ids.extend(
+                    page.accounts()
+                        .iter()
+                        .filter(|a| is_active(a))
+                        .filter_map(|a| a.id().map(str::to_string)),
+                );
+            }
+            let mut pages = self
+                .organizations
+                .list_organizational_units_for_parent()
+                .parent_id(&parent)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    ApiError::from_sdk("organizations:ListOrganizationalUnitsForParent", e)
+                        .on(parent.clone())
+                })?;
+                parents.extend(
+                    page.organizational_units()
+                        .iter()
+                        .filter_map(|ou| ou.id().map(str::to_string)),
+                );
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// IDs of the ACTIVE accounts, sorted, every page read.
     pub async fn active_account_ids(&self) -> Result<Vec<String>, ApiError> {
         let mut ids = Vec::new();
@@ -86,17 +133,17 @@ impl AwsOrgApi {
             ids.extend(
                 page.accounts()
                     .iter()
-                    .filter(|a| {
-                        a.status().is_some_and(|s| {
-                            *s == aws_sdk_organizations::types::AccountStatus::Active
-                        })
-                    })
+                    .filter(|a| is_active(a))
                     .filter_map(|a| a.id().map(str::to_string)),
             );
         }
         ids.sort();
         Ok(ids)
     }
+}
+
+fn is_active(account: &aws_sdk_organizations::types::Account) -> bool {
+    account.status() == Some(&aws_sdk_organizations::types::AccountStatus::Active)
 }
 
 fn call_as(as_delegated_admin: bool) -> CallAs {

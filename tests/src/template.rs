@@ -95,6 +95,16 @@ impl Rendering {
         for (name, value) in overrides {
             params.insert(name.to_string(), json!(value));
         }
+        // CloudFormation hands list parameters to the template as lists ("" as [""]).
+        for (name, value) in params.iter_mut() {
+            let kind = template["Parameters"][name]["Type"].as_str().unwrap_or("");
+            if let (true, Some(text)) = (
+                kind == "CommaDelimitedList" || kind.starts_with("List<"),
+                value.as_str(),
+            ) {
+                *value = json!(text.split(',').map(str::trim).collect::<Vec<_>>());
+            }
+        }
         let mut rendering = Rendering {
             params,
             conditions: BTreeMap::new(),

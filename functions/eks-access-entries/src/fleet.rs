@@ -18,6 +18,11 @@ pub trait Fleet: Send + Sync + 'static {
     fn own_account(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
     /// ACTIVE accounts of the organization, management account included.
     fn active_accounts(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// ACTIVE accounts in these OUs (or roots) and the OUs below them.
+    fn active_accounts_under(
+        &self,
+        parents: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     fn enabled_regions(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// Configuration acting in `account` (AssumeRole of `member_role` unless it is our own).
     fn config_for(
@@ -99,6 +104,10 @@ impl Fleet for AwsFleet {
 
     async fn active_accounts(&self) -> Result<Vec<String>, ApiError> {
         self.org.active_account_ids().await
+    }
+
+    async fn active_accounts_under(&self, parents: &[String]) -> Result<Vec<String>, ApiError> {
+        self.org.active_accounts_under(parents).await
     }
 
     async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {

@@ -175,11 +175,22 @@ impl<F: Fleet> EksAccessEntries<F> {
 
     /// Resolves defaults (all accounts, enabled EKS regions) into a concrete target.
     pub async fn target(&self, props: &EksProps) -> Result<Target, ApiError> {
-        let accounts = if props.accounts.is_empty() {
-            self.fleet.active_accounts().await?
-        } else {
+        let mut accounts = if !props.accounts.is_empty() {
             props.accounts.clone()
+        } else if !props.organizational_unit_ids.is_empty() {
+            // What the member roles reach, and this account, whose role the stack makes.
+            let mut under = self
+                .fleet
+                .active_accounts_under(&props.organizational_unit_ids)
+                .await?;
+            under.push(self.fleet.own_account().await?);
+            under.sort();
+            under.dedup();
+            under
+        } else {
+            self.fleet.active_accounts().await?
         };
+        accounts.retain(|a| !props.excluded_account_ids.contains(a));
         let regions = if props.regions.is_empty() {
             eks_regions_among(&self.fleet.enabled_regions().await?)
         } else {

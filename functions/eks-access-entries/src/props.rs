@@ -28,9 +28,16 @@ pub struct EksProps {
     /// Empty: the regions enabled for this account where EKS is offered.
     #[serde(default, deserialize_with = "string_list")]
     pub regions: Vec<String>,
-    /// Empty: every ACTIVE account of the organization.
+    /// Empty: every ACTIVE account of the organization (or of `OrganizationalUnitIds`).
     #[serde(default, deserialize_with = "string_list")]
     pub accounts: Vec<String>,
+    /// The OUs (or root) the member roles are deployed to: their ACTIVE accounts, at any
+    /// depth, and the function's own account. Empty: the whole organization.
+    #[serde(default, deserialize_with = "string_list")]
+    pub organizational_unit_ids: Vec<String>,
+    /// Accounts left out (the StackSet's `AccountFilterType` DIFFERENCE).
+    #[serde(default, deserialize_with = "string_list")]
+    pub excluded_account_ids: Vec<String>,
     #[serde(default, deserialize_with = "opt_string")]
     pub member_role_name: Option<String>,
     #[serde(default, deserialize_with = "opt_boolean")]
@@ -64,8 +71,18 @@ impl Properties for EksProps {
         for region in &self.regions {
             ids::region(region).map_err(|m| PropertyError::new("Regions", m))?;
         }
-        for account in &self.accounts {
-            ids::account_id(account).map_err(|m| PropertyError::new("Accounts", m))?;
+        for (name, accounts) in [
+            ("Accounts", &self.accounts),
+            ("ExcludedAccountIds", &self.excluded_account_ids),
+        ] {
+            for account in accounts {
+                ids::account_id(account).map_err(|m| PropertyError::new(name, m))?;
+            }
+        }
+        for parent in &self.organizational_unit_ids {
+            ids::organizational_unit_id(parent)
+                .or_else(|_| ids::root_id(parent))
+                .map_err(|m| PropertyError::new("OrganizationalUnitIds", m))?;
         }
         let role = self.member_role();
         if !is_role_name(role) {

@@ -28,6 +28,8 @@ pub(super) struct LocalCloud<'w> {
     pub(super) functions: RefCell<BTreeMap<String, Arc<Function>>>,
     /// The roles each StackSet made in the member accounts: (account, role name).
     pub(super) stack_set_roles: RefCell<BTreeMap<String, Vec<(String, String)>>>,
+    /// Every StackSet operation's outcome, in order.
+    pub(super) stack_set_reports: RefCell<Vec<OperationReport>>,
 }
 
 impl<'w> LocalCloud<'w> {
@@ -41,6 +43,7 @@ impl<'w> LocalCloud<'w> {
             counter: AtomicUsize::new(0),
             functions: RefCell::new(BTreeMap::new()),
             stack_set_roles: RefCell::new(BTreeMap::new()),
+            stack_set_reports: RefCell::new(Vec::new()),
         }
     }
 
@@ -233,38 +236,79 @@ impl<'w> LocalCloud<'w> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let targets: Vec<String> = props["StackInstancesGroup"][0]["DeploymentTargets"]
-            ["OrganizationalUnitIds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let targets = &props["StackInstancesGroup"][0]["DeploymentTargets"];
+        let accounts = self.target_accounts(targets).await.map_err(fail)?;
         let body =
             tempfile_with(props["TemplateBody"].as_str().unwrap_or_default()).map_err(fail)?;
         let template = crate::template::template_json_at(body.path());
-        let mut made = Vec::new();
-        let mut outcome = Ok(());
-        for account in self.accounts_under(&targets).await.map_err(fail)? {
-            let iam = self.member_iam(&account).await;
-            let mut r = Rendering::in_account(&template, &parameters, &account);
-            outcome = deploy_member_stack(&iam, &template, &mut r, &account, &mut made).await;
-            if outcome.is_err() {
-                break;
+        let prefs = OperationPreferences::from_props(&props["OperationPreferences"]);
+        let made = RefCell::new(Vec::new());
+        let report = run_operation(&accounts, &prefs, |account| {
+            let (template, parameters, made) = (&template, &parameters, &made);
+            async move {
+                let iam = self.member_iam(&account).await;
+                let mut r = Rendering::in_account(template, parameters, &account);
+                let mut mine = Vec::new();
+                let result = deploy_member_stack(&iam, template, &mut r, &account, &mut mine).await;
+                if result.is_err() {
+                    // A stack instance whose Create fails rolls its stack back.
+                    for (_, role) in mine.drain(..) {
+                        let _ = delete_role(&iam, &role).await;
+                    }
+                }
+                made.borrow_mut().extend(mine);
+                result
             }
-        }
+        })
+        .await;
+        println!("         StackSet {name}: {}", report.summary());
         // Whatever was made is the StackSet's, for its Delete (and a failed Create's rollback).
         self.stack_set_roles
             .borrow_mut()
-            .insert(physical_id.clone(), made);
-        outcome.map_err(|reason| Failure {
-            physical_id: Some(physical_id.clone()),
-            reason,
-        })?;
+            .insert(physical_id.clone(), made.into_inner());
+        let succeeded = report.succeeded();
+        self.stack_set_reports.borrow_mut().push(report);
+        if !succeeded {
+            let report = self.stack_set_reports.borrow();
+            return Err(Failure {
+                physical_id: Some(physical_id.clone()),
+                reason: format!(
+                    "StackSet operation failed: {}",
+                    report
+                        .last()
+                        .map(OperationReport::summary)
+                        .unwrap_or_default()
+                ),
+            });
+        }
         Ok(Complete {
             physical_id: physical_id.clone(),
             attributes: BTreeMap::from([("StackSetId".to_string(), physical_id)]),
         })
+    }
+
+    /// The accounts a StackSet's `DeploymentTargets` name: those in its OUs (and every OU
+    /// below them), with `AccountFilterType` DIFFERENCE less its `Accounts`; the management
+    /// account never.
+    pub(super) async fn target_accounts(&self, targets: &Value) -> Result<Vec<String>, String> {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut accounts = self
+            .accounts_under(&strings(&targets["OrganizationalUnitIds"]))
+            .await?;
+        let listed = strings(&targets["Accounts"]);
+        match targets["AccountFilterType"].as_str().unwrap_or("NONE") {
+            "NONE" => {}
+            "DIFFERENCE" => accounts.retain(|a| !listed.contains(a)),
+            "INTERSECTION" => accounts.retain(|a| listed.contains(a)),
+            other => return Err(format!("AccountFilterType {other} is not modelled here")),
+        }
+        Ok(accounts)
     }
 
     /// The accounts in the target OUs and every OU below them, the management account left out.

@@ -26,6 +26,7 @@ pub(super) async fn failing_stacks(
     let mut p = Scenario {
         scope: scenario.scope,
         mode: "Deploy",
+        ..Default::default()
     }
     .parameters(v1, "");
     p.retain(|(k, _)| k != "VpcId");
@@ -43,6 +44,7 @@ pub(super) async fn failing_stacks(
     let mut p = Scenario {
         scope: scenario.scope,
         mode: "Existing",
+        ..Default::default()
     }
     .parameters(v1, "");
     for (k, v) in p.iter_mut() {
@@ -78,6 +80,7 @@ pub(super) async fn failing_stacks(
     let p = Scenario {
         scope: scenario.scope,
         mode: "Existing",
+        ..Default::default()
     }
     .parameters(v1, "");
     let status = denied.create(cloud, &borrowed(&p), seed).await;
@@ -97,9 +100,9 @@ pub(super) async fn enrolled_by_the_schedule(
     w: &World,
     tag: &str,
     principal: &str,
-    reached: usize,
+    reached: &[String],
 ) {
-    let account = w.accounts[reached - 1].clone();
+    let account = reached[reached.len() - 1].clone();
     let region = w.regions[0].clone();
     w.eks
         .add_cluster(&account, &region, "created-later", "ACTIVE", "API");
@@ -118,7 +121,7 @@ pub(super) async fn enrolled_by_the_schedule(
     }
     report.check(
         &format!("{tag}: a cluster created after the stack gets its entry from the schedule"),
-        enrolled.is_some() && w.ours(principal) == w.eligible_clusters(reached),
+        enrolled.is_some() && w.ours(principal) == w.eligible_clusters(reached.len()),
         match enrolled {
             Some(after) => format!("entry {} ms after the cluster appeared", after.as_millis()),
             None => "no entry after 30 s".to_string(),

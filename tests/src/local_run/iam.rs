@@ -29,7 +29,7 @@ pub(super) async fn put_role(
             .assume_role_policy_document(trust.to_string())
             .send()
             .await
-            .map_err(|e| format!("CreateRole {name}: {:?}", e.into_service_error()))?;
+            .map_err(|e| format!("CreateRole {name}: {}", reason(e)))?;
     }
     let wanted: BTreeMap<String, String> = props["Policies"]
         .as_array()
@@ -48,7 +48,7 @@ pub(super) async fn put_role(
             .role_name(name)
             .send()
             .await
-            .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+            .map_err(|e| format!("ListRolePolicies {name}: {}", reason(e)))?
             .policy_names;
         for gone in existing.iter().filter(|p| !wanted.contains_key(*p)) {
             delete_role_policy(iam, name, gone).await?;
@@ -73,12 +73,7 @@ pub(super) async fn put_role_policy(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "PutRolePolicy {role}/{policy}: {:?}",
-                e.into_service_error()
-            )
-        })
+        .map_err(|e| format!("PutRolePolicy {role}/{policy}: {}", reason(e)))
 }
 
 pub(super) async fn delete_role_policy(
@@ -92,12 +87,7 @@ pub(super) async fn delete_role_policy(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "DeleteRolePolicy {role}/{policy}: {:?}",
-                e.into_service_error()
-            )
-        })
+        .map_err(|e| format!("DeleteRolePolicy {role}/{policy}: {}", reason(e)))
 }
 
 /// Deletes a role and its inline policies.
@@ -107,7 +97,7 @@ pub(super) async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result
         .role_name(name)
         .send()
         .await
-        .map_err(|e| format!("ListRolePolicies {name}: {:?}", e.into_service_error()))?
+        .map_err(|e| format!("ListRolePolicies {name}: {}", reason(e)))?
         .policy_names;
     for policy in policies {
         delete_role_policy(iam, name, &policy).await?;
@@ -117,5 +107,18 @@ pub(super) async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| format!("DeleteRole {name}: {:?}", e.into_service_error()))
+        .map_err(|e| format!("DeleteRole {name}: {}", reason(e)))
+}
+
+/// An IAM error as a user reads it: its code and message.
+fn reason<E, R>(err: aws_sdk_iam::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata,
+{
+    use aws_sdk_iam::error::ProvideErrorMetadata;
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => "no answer from IAM".to_string(),
+    }
 }

@@ -135,18 +135,22 @@ pub async fn run(options: &Options) -> Report {
         Scenario {
             scope: "Organization",
             mode: "Deploy",
+            targeting: Targeting::OneBrokenAccount,
         },
         Scenario {
             scope: "Organization",
             mode: "Existing",
+            targeting: Targeting::FirstOuLessOne,
         },
         Scenario {
             scope: "Account",
             mode: "Deploy",
+            ..Default::default()
         },
         Scenario {
             scope: "Account",
             mode: "Existing",
+            ..Default::default()
         },
     ];
     let mut functions = Vec::new();

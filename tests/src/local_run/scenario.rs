@@ -8,10 +8,31 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// One scope x connector mode, as a user would deploy it.
+#[derive(Default)]
 pub(super) struct Scenario {
     pub(super) scope: &'static str,
     pub(super) mode: &'static str,
+    pub(super) targeting: Targeting,
 }
+
+/// Which accounts an Organization scenario targets, and what is broken there.
+#[derive(Default, Clone, Copy, PartialEq)]
+pub(super) enum Targeting {
+    /// The whole organization.
+    #[default]
+    Everything,
+    /// The first OU only (`OrganizationalUnitIds`), less its last account
+    /// (`ExcludedAccountIds`).
+    FirstOuLessOne,
+    /// The whole organization, where one member account already holds a role of the name the
+    /// member stack makes: its stack instance fails, and a failure tolerance of one in three
+    /// lets the rollout pass it.
+    OneBrokenAccount,
+}
+
+/// Someone else's role in the broken account, named as the member stack's Apono role.
+/// (`apono-cross-account-` and [`CONNECTOR_ID`]).
+pub(super) const CLASHING_ROLE: &str = "apono-cross-account-local-connector";
 
 impl Scenario {
     pub(super) fn parameters(
@@ -114,6 +135,7 @@ pub(super) async fn lifecycle(
     }
     let mut stack = Stack::new(template.clone());
     stack.set_account(&mgmt);
+    let (reached, targets) = reach(&w, scenario).await;
     let mut steps = Steps {
         report,
         w: &w,
@@ -121,10 +143,8 @@ pub(super) async fn lifecycle(
         stack,
         scenario,
         seed,
-        reached: match scenario.scope {
-            "Organization" => w.accounts.len(),
-            _ => 1,
-        },
+        reached,
+        targets,
         tag,
     };
     let principal = steps.create(&v1).await;
@@ -152,17 +172,125 @@ struct Steps<'a> {
     stack: Stack,
     scenario: &'a Scenario,
     seed: u64,
-    /// Accounts the stack reaches: every account, or its own.
-    reached: usize,
+    /// Accounts the stack reaches (member roles deployed, or its own).
+    reached: Vec<String>,
+    /// The targeting parameters of the scenario.
+    targets: Vec<(String, String)>,
     tag: String,
 }
 
+/// The accounts a scenario reaches and the parameters that target them; a broken account is
+/// made broken here.
+async fn reach(w: &World, scenario: &Scenario) -> (Vec<String>, Vec<(String, String)>) {
+    let mgmt = w.org.management_account_id.clone();
+    let members = &w.org.member_account_ids;
+    if scenario.scope != "Organization" {
+        return (vec![mgmt], Vec::new());
+    }
+    match scenario.targeting {
+        Targeting::Everything => (w.accounts.clone(), Vec::new()),
+        Targeting::FirstOuLessOne => {
+            // Members are spread over the OUs in turn (`seed_organization`).
+            let in_first: Vec<&String> = members.iter().step_by(w.org.ou_ids.len()).collect();
+            let excluded = in_first
+                .last()
+                .expect("a member in the first OU")
+                .to_string();
+            let mut reached = vec![mgmt];
+            reached.extend(
+                in_first
+                    .iter()
+                    .map(|a| a.to_string())
+                    .filter(|a| *a != excluded),
+            );
+            let targets = vec![
+                ("OrganizationalUnitIds".into(), w.org.ou_ids[0].clone()),
+                ("ExcludedAccountIds".into(), excluded),
+            ];
+            (reached, targets)
+        }
+        Targeting::OneBrokenAccount => {
+            let broken = &members[0];
+            let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+            let admin = w.moto.sdk_config();
+            aws_sdk_iam::Client::new(&crate::org::assume_member(&w.moto, &admin, broken).await)
+                .create_role()
+                .role_name(CLASHING_ROLE)
+                .assume_role_policy_document(trust)
+                .send()
+                .await
+                .expect("someone else's role");
+            let reached = w
+                .accounts
+                .iter()
+                .filter(|a| *a != broken)
+                .cloned()
+                .collect();
+            let targets = vec![("StackSetFailureTolerancePercentage".into(), "34".into())];
+            (reached, targets)
+        }
+    }
+}
+
 impl Steps<'_> {
+    /// The scenario's parameters with its targeting.
+    fn parameters(&self, connector_role: &str, integration_name: &str) -> Vec<(String, String)> {
+        let mut p = self.scenario.parameters(connector_role, integration_name);
+        p.extend(self.targets.iter().cloned());
+        p
+    }
+
+    /// The member roles went where the scenario targets, the failed instance is named, and the
+    /// EKS resource counts no account outside the targets as unreachable.
+    fn check_reach(&mut self) {
+        if self.scenario.scope != "Organization" {
+            return;
+        }
+        let tag = self.tag.clone();
+        let reports = self.cloud.stack_set_reports.borrow();
+        let Some(last) = reports.last() else {
+            self.report
+                .check(&format!("{tag}: StackSet ran"), false, "no operation");
+            return;
+        };
+        let mgmt = &self.w.org.management_account_id;
+        let members_reached = self.reached.iter().filter(|a| *a != mgmt).count();
+        let unreachable = self
+            .stack
+            .attribute("EksAccessEntries", "Unreachable")
+            .unwrap_or_default();
+        let (ok, expected_unreachable) = match self.scenario.targeting {
+            Targeting::Everything => (
+                last.accounts == members_reached && last.failed.is_empty(),
+                0,
+            ),
+            Targeting::FirstOuLessOne => (
+                last.accounts == members_reached && last.failed.is_empty(),
+                0,
+            ),
+            Targeting::OneBrokenAccount => (
+                last.accounts == members_reached + 1
+                    && last.failed.len() == 1
+                    && last.failed[0].1.contains("already exists")
+                    && last.succeeded(),
+                self.w.regions.len(),
+            ),
+        };
+        self.report.check(
+            &format!("{tag}: member roles reach the targeted accounts, failures named"),
+            ok && unreachable == expected_unreachable.to_string(),
+            format!(
+                "StackSet: {}; EKS unreachable pairs: {unreachable}",
+                last.summary()
+            ),
+        );
+    }
+
     /// Create with connector role `v1`; the principal its entries name.
     async fn create(&mut self, v1: &str) -> String {
         let (w, tag) = (self.w, self.tag.clone());
         let since = self.stack.operations.len();
-        let params = self.scenario.parameters(v1, "");
+        let params = self.parameters(v1, "");
         let status = self
             .stack
             .create(self.cloud, &borrowed(&params), self.seed)
@@ -181,7 +309,7 @@ impl Steps<'_> {
             _ => v1.to_string(),
         };
         let created = w.ours(&principal);
-        let eligible = w.eligible_clusters(self.reached);
+        let eligible = w.eligible_clusters(self.reached.len());
         self.report.check(
             &format!("{tag}: an entry on every eligible cluster it reaches"),
             created == eligible,
@@ -193,7 +321,8 @@ impl Steps<'_> {
             ours == 1,
             format!("{ours} of ours"),
         );
-        enrolled_by_the_schedule(self.report, w, &tag, &principal, self.reached).await;
+        self.check_reach();
+        enrolled_by_the_schedule(self.report, w, &tag, &principal, &self.reached).await;
         principal
     }
 
@@ -206,7 +335,7 @@ impl Steps<'_> {
             "Deploy" => principal.to_string(),
             _ => v2.to_string(),
         };
-        let params = self.scenario.parameters(v2, "renamed-by-update");
+        let params = self.parameters(v2, "renamed-by-update");
         let status = self
             .stack
             .update(self.cloud, &borrowed(&params), self.seed)
@@ -223,7 +352,7 @@ impl Steps<'_> {
             status_line(&status),
         );
         let (now, before) = (w.ours(&new_principal), w.ours(v1));
-        let eligible = w.eligible_clusters(self.reached);
+        let eligible = w.eligible_clusters(self.reached.len());
         let moved = match self.scenario.mode {
             "Deploy" => now == eligible,
             _ => now == eligible && before == 0,
@@ -240,7 +369,7 @@ impl Steps<'_> {
     async fn no_op_update(&mut self, v2: &str) {
         let w = self.w;
         let since = self.stack.operations.len();
-        let params = self.scenario.parameters(v2, "renamed-by-update");
+        let params = self.parameters(v2, "renamed-by-update");
         let writes_before = w.eks.mutations() + w.apono.writes();
         let status = self
             .stack
@@ -276,13 +405,20 @@ impl Steps<'_> {
             status == StackStatus::DeleteComplete,
             status_line(&status),
         );
-        let member_roles = self.cloud.member_roles().await;
+        let mut member_roles = self.cloud.member_roles().await;
+        // Someone else's role in the broken account stays.
+        let theirs = member_roles
+            .iter()
+            .any(|r| r.ends_with(&format!("/{CLASHING_ROLE}")));
+        member_roles.retain(|r| !r.ends_with(&format!("/{CLASHING_ROLE}")));
+        let theirs_kept = theirs || self.scenario.targeting != Targeting::OneBrokenAccount;
         self.report.check(
             &format!("{tag}: Delete left nothing of ours, everything else"),
             left == 0
                 && integrations == ["team-x-aws"]
                 && w.someone_elses_entry_kept()
-                && member_roles.is_empty(),
+                && member_roles.is_empty()
+                && theirs_kept,
             format!(
                 "{left} tagged entries, {} member roles, Apono {integrations:?}, {} scheduled runs fired",
                 member_roles.len(),

@@ -27,6 +27,7 @@ struct Bench {
     eks: FakeEks,
     rx: Receiver,
     accounts: Vec<String>,
+    ou_ids: Vec<String>,
 }
 
 /// 3 accounts x 3 regions; in each: an API and an API_AND_CONFIG_MAP cluster; in us-east-1
@@ -52,6 +53,7 @@ async fn bench() -> Bench {
         eks,
         rx: Receiver::start().await,
         accounts,
+        ou_ids: org.ou_ids,
     }
 }
 
@@ -178,6 +180,53 @@ async fn create_covers_every_account_region_and_mode_and_delete_removes_only_its
         "pre-existing entry left as it was"
     );
     assert!(!theirs.policies.contains_key(CLUSTER_ADMIN_POLICY));
+}
+
+#[tokio::test]
+async fn targeted_ous_less_excluded_accounts_are_exactly_the_accounts_worked_on() {
+    let b = bench().await;
+    let invoker = b.invoker().await;
+    // Both members sit in the one OU; the second is excluded, the management account (the
+    // stack's own) stays.
+    let mut properties = props(CONNECTOR);
+    properties["OrganizationalUnitIds"] = json!(b.ou_ids[0]);
+    properties["ExcludedAccountIds"] = json!(b.accounts[2]);
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("ou"))
+                .logical_id("EksAccessEntries")
+                .properties(properties),
+        )
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let data = &created["Data"];
+    assert_eq!(data["Accounts"], "2", "{data}");
+    assert_eq!(data["Unreachable"], "0", "{data}");
+    assert!(b.eks.entries(&b.accounts[2], "us-east-1", "api").is_empty());
+    assert!(b
+        .eks
+        .entries(&b.accounts[1], "us-east-1", "api")
+        .contains_key(CONNECTOR));
+
+    let mut bad = props(CONNECTOR);
+    bad["ExcludedAccountIds"] = json!("12345");
+    let refused = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("bad"))
+                .logical_id("EksAccessEntries")
+                .properties(bad),
+        )
+        .await;
+    assert_eq!(refused["Status"], "FAILED");
+    assert!(
+        refused["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("ExcludedAccountIds"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
