@@ -649,3 +649,35 @@ fn external_id_and_permissions_boundary_reach_every_role() {
     .unwrap();
     assert!(trust["Statement"][0].get("Condition").is_none(), "{trust}");
 }
+
+/// `sam publish` takes the application's listing from this metadata: its version must be the
+/// release's and the files it names must exist (the upload fails otherwise).
+#[test]
+fn the_serverless_repository_listing_names_this_release_and_files_that_exist() {
+    let raw = testkit::template::template_json("template.yaml");
+    let app = &raw["Metadata"]["AWS::ServerlessRepo::Application"];
+    let cargo = std::fs::read_to_string(testkit::workspace_root().join("Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(app["SemanticVersion"], version);
+    assert!(cargo.contains(&format!(
+        "license = \"{}\"",
+        app["SpdxLicenseId"].as_str().unwrap()
+    )));
+    for key in ["LicenseUrl", "ReadmeUrl"] {
+        let file = testkit::workspace_root().join(app[key].as_str().unwrap());
+        assert!(file.is_file(), "{key}: {} is missing", file.display());
+    }
+    // The listing's limits (AWS::ServerlessRepo::Application): name 1-140, description 1-256,
+    // at most 10 labels of 1-127 characters.
+    assert!((1..=140).contains(&app["Name"].as_str().unwrap().len()));
+    assert!((1..=256).contains(&app["Description"].as_str().unwrap().len()));
+    let labels = app["Labels"].as_array().unwrap();
+    assert!(labels.len() <= 10);
+    assert!(labels
+        .iter()
+        .all(|l| (1..=127).contains(&l.as_str().unwrap().len())));
+}
