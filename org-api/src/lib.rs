@@ -17,6 +17,8 @@ pub struct OrgDescription {
 }
 
 pub trait OrgApi: Send + Sync + 'static {
+    /// The partition the function runs in (from its region).
+    fn partition(&self) -> regions::Partition;
     /// The account the function runs in.
     fn caller_account(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
     /// `None` when the account is in no organization.
@@ -51,12 +53,16 @@ pub struct AwsOrgApi {
     pub sts: aws_sdk_sts::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub account: aws_sdk_account::Client,
+    pub partition: regions::Partition,
 }
 
 impl AwsOrgApi {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        // Organizations and Account are global services served from us-east-1.
-        let global = aws_config::Region::new("us-east-1");
+        // Organizations and Account are global services, served from the partition's home
+        // region; the partition is the function's own (Lambda sets AWS_REGION).
+        let partition =
+            regions::Partition::of_region(config.region().map(|r| r.as_ref()).unwrap_or_default());
+        let global = aws_config::Region::new(partition.home_region());
         let organizations = aws_sdk_organizations::Client::from_conf(
             aws_sdk_organizations::config::Builder::from(config)
                 .region(global.clone())
@@ -72,6 +78,7 @@ impl AwsOrgApi {
             sts: aws_sdk_sts::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::new(config),
             account,
+            partition,
         }
     }
 }
@@ -155,6 +162,10 @@ fn call_as(as_delegated_admin: bool) -> CallAs {
 }
 
 impl OrgApi for AwsOrgApi {
+    fn partition(&self) -> regions::Partition {
+        self.partition
+    }
+
     async fn caller_account(&self) -> Result<String, ApiError> {
         let out = self
             .sts

@@ -37,9 +37,16 @@ pub const RULE_FUNCTIONS: &[&str] = &[
 /// `file` as CloudFormation receives it from `sam deploy`: after the SAM transform (the pinned
 /// samtranslator, offline), as JSON.
 pub fn transformed_template(file: &str) -> Value {
-    crate::template::python_json(
+    transformed_template_in(file, "us-east-1")
+}
+
+/// As [`transformed_template`], transformed in `region`: CloudFormation runs the SAM transform
+/// in the stack's region, and its ARNs name that region's partition.
+pub fn transformed_template_in(file: &str, region: &str) -> Value {
+    crate::template::python_json_in(
         "scripts/sam_transform.py",
         &crate::workspace_root().join(file),
+        region,
     )
 }
 

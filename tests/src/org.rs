@@ -128,6 +128,9 @@ impl MotoOrgApi {
 }
 
 impl OrgApi for MotoOrgApi {
+    fn partition(&self) -> org_info::api::regions::Partition {
+        self.real.partition()
+    }
     async fn caller_account(&self) -> Result<String, ApiError> {
         self.real.caller_account().await
     }

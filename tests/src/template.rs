@@ -1,6 +1,7 @@
 //! template.yaml as CloudFormation would render it: parameters substituted, conditions
 //! evaluated, intrinsics resolved. Shared by the contract test and the local run.
 
+use org_info::api::regions::Partition;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -17,10 +18,16 @@ pub fn template_json_at(path: &std::path::Path) -> Value {
 
 /// Runs one of the project's Python scripts (in .venv) on `file` and reads the JSON it prints.
 pub fn python_json(script: &str, file: &std::path::Path) -> Value {
+    python_json_in(script, file, "us-east-1")
+}
+
+/// As [`python_json`], with the script run as in `region` (`AWS_DEFAULT_REGION`).
+pub fn python_json_in(script: &str, file: &std::path::Path, region: &str) -> Value {
     let root = crate::workspace_root();
     let out = Command::new(crate::venv_tool("python"))
         .arg(root.join(script))
         .arg(file)
+        .env("AWS_DEFAULT_REGION", region)
         .output()
         .unwrap_or_else(|e| panic!("run {script} ({e}): scripts/bootstrap.sh creates .venv"));
     assert!(
@@ -73,6 +80,8 @@ pub struct Rendering {
     pub attributes: BTreeMap<(String, String), String>,
     /// The stack's account (`AWS::AccountId`).
     pub account_id: String,
+    /// The stack's region (`AWS::Region`); its partition is `AWS::Partition`.
+    pub region: String,
 }
 
 const PSEUDO_PARAMETERS: &[&str] = &[
@@ -110,6 +119,7 @@ impl Rendering {
             conditions: BTreeMap::new(),
             attributes: BTreeMap::new(),
             account_id: account_id.into(),
+            region: "us-east-1".into(),
         };
         let specs = template["Conditions"]
             .as_object()
@@ -130,15 +140,32 @@ impl Rendering {
         rendering
     }
 
+    /// The partition of the stack's region.
+    pub fn partition(&self) -> Partition {
+        Partition::of_region(&self.region)
+    }
+
+    /// The same rendering in another region (and so, perhaps, another partition).
+    pub fn in_region(mut self, region: &str) -> Rendering {
+        self.region = region.into();
+        self
+    }
+
     /// A pseudo parameter's value in this rendering.
     pub fn pseudo(&self, name: &str) -> String {
         match name {
             "AWS::AccountId" => self.account_id.clone(),
-            "AWS::Region" => "us-east-1".into(),
-            "AWS::Partition" => "aws".into(),
+            "AWS::Region" => self.region.clone(),
+            "AWS::Partition" => self.partition().name().into(),
             "AWS::StackName" => "apono-onboarding".into(),
-            "AWS::StackId" => crate::events::STACK_ID.replace("123456789012", &self.account_id),
-            "AWS::URLSuffix" => "amazonaws.com".into(),
+            "AWS::StackId" => crate::events::STACK_ID
+                .replace("123456789012", &self.account_id)
+                .replacen("arn:aws:", &format!("arn:{}:", self.partition().name()), 1)
+                .replacen(":us-east-1:", &format!(":{}:", self.region), 1),
+            "AWS::URLSuffix" => match self.partition() {
+                Partition::AwsCn => "amazonaws.com.cn".into(),
+                _ => "amazonaws.com".into(),
+            },
             other => panic!("pseudo parameter {other} is not modelled"),
         }
     }
@@ -184,12 +211,15 @@ impl Rendering {
 }
 
 /// Stand-ins for attributes that only exist at deploy time.
-fn get_att_sample(resource: &str, key: &str) -> String {
+fn get_att_sample(r: &Rendering, resource: &str, key: &str) -> String {
     match key {
         "OrganizationId" => "o-abcdefghij".into(),
         "RootId" => "r-ab12".into(),
-        "Regions" => "us-east-1,eu-west-1".into(),
-        "Arn" => format!("arn:aws:iam::111111111111:role/{resource}"),
+        "ManagementAccountId" => r.account_id.clone(),
+        "Regions" => r.partition().eks_regions()[..2].join(","),
+        "Arn" => r
+            .partition()
+            .arn(&format!("iam::{}:role/{resource}", r.account_id)),
         other => format!("getatt-{other}"),
     }
 }
@@ -218,7 +248,7 @@ pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
                         .attributes
                         .get(&(res.to_string(), key.to_string()))
                         .cloned()
-                        .unwrap_or_else(|| get_att_sample(res, key))))
+                        .unwrap_or_else(|| get_att_sample(r, res, key))))
                 }
                 "Fn::Sub" => {
                     let text = arg.as_str().or(arg[0].as_str()).unwrap();

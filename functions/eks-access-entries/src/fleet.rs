@@ -6,6 +6,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_sdk_eks::config::retry::{RetryConfig, RetryPartition};
 use custom_resource::aws::ApiError;
+use org_api::regions::Partition;
 use org_api::{AwsOrgApi, OrgApi};
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub trait Fleet: Send + Sync + 'static {
     /// no call is needed to find it.
     fn learn_own_account(&self, _invoked_function_arn: &str) {}
     fn own_account(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// The partition the function runs in: from its ARN once an invocation has shown it,
+    /// else from its region.
+    fn partition(&self) -> Partition;
     /// ACTIVE accounts of the organization, management account included.
     fn active_accounts(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// ACTIVE accounts in these OUs (or roots) and the OUs below them.
@@ -42,6 +46,8 @@ pub struct AwsFleet {
     pub base: SdkConfig,
     /// From the first invocation's function ARN; asked of STS only if never learned.
     own_account: Arc<tokio::sync::OnceCell<String>>,
+    /// From the first invocation's function ARN.
+    partition: Arc<std::sync::OnceLock<Partition>>,
     /// Organizations and Account reads, shared with Custom::OrganizationInfo (`org-api`).
     pub org: AwsOrgApi,
     /// Tests point EKS at a local fake; production leaves it unset.
@@ -56,6 +62,7 @@ impl AwsFleet {
             org: AwsOrgApi::new(&base),
             cloudformation: aws_sdk_cloudformation::Client::new(&base),
             own_account: Arc::new(tokio::sync::OnceCell::new()),
+            partition: Arc::new(std::sync::OnceLock::new()),
             base,
             eks_endpoint,
         })
@@ -93,6 +100,13 @@ impl Fleet for AwsFleet {
         if let Some(account) = account_of(invoked_function_arn) {
             let _ = self.own_account.set(account.to_string());
         }
+        if let Some(partition) = Partition::of_arn(invoked_function_arn) {
+            let _ = self.partition.set(partition);
+        }
+    }
+
+    fn partition(&self) -> Partition {
+        self.partition.get().copied().unwrap_or(self.org.partition)
     }
 
     async fn own_account(&self) -> Result<String, ApiError> {
@@ -122,7 +136,10 @@ impl Fleet for AwsFleet {
             .org
             .sts
             .assume_role()
-            .role_arn(format!("arn:aws:iam::{account}:role/{member_role}"))
+            .role_arn(
+                self.partition()
+                    .arn(&format!("iam::{account}:role/{member_role}")),
+            )
             .role_session_name("apono-eks-access-entries")
             .send()
             .await
@@ -206,6 +223,33 @@ mod tests {
         let fleet = AwsFleet::new(unreachable, None).await.unwrap();
         fleet.learn_own_account("arn:aws:lambda:us-east-1:210987654321:function:f");
         assert_eq!(fleet.own_account().await.unwrap(), "210987654321");
+    }
+
+    /// Member roles are assumed by ARNs in the function's own partition: from its region at
+    /// first, from the invocation's ARN once seen.
+    #[tokio::test]
+    async fn the_partition_comes_from_the_region_then_from_the_invocation() {
+        let config = |region: &'static str| {
+            SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(region))
+                .build()
+        };
+        for (region, partition) in [
+            ("us-gov-west-1", Partition::AwsUsGov),
+            ("cn-northwest-1", Partition::AwsCn),
+            ("eu-west-1", Partition::Aws),
+        ] {
+            let fleet = AwsFleet::new(config(region), None).await.unwrap();
+            assert_eq!(fleet.partition(), partition);
+            assert_eq!(
+                fleet.org.organizations.config().region().unwrap().as_ref(),
+                partition.home_region()
+            );
+        }
+        let fleet = AwsFleet::new(config("eu-west-1"), None).await.unwrap();
+        fleet.learn_own_account("arn:aws-cn:lambda:cn-north-1:210987654321:function:f");
+        assert_eq!(fleet.partition(), Partition::AwsCn);
     }
 
     /// Throttling is contained where AWS applies it: each account x region has its own retry

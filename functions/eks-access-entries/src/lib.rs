@@ -16,7 +16,10 @@ mod props;
 mod scheduled;
 
 pub use progress::{Counts, Progress, Target};
-pub use props::{EksProps, CLUSTER_ADMIN_POLICY, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMBER_ROLE};
+pub use props::{
+    cluster_admin_policy, EksProps, CLUSTER_ADMIN_POLICY, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MEMBER_ROLE,
+};
 pub use scheduled::{ScheduledError, ScheduledInput, SCHEDULED_KEY, STACK_AT_REST};
 
 use custom_resource::aws::ApiError;
@@ -25,7 +28,7 @@ use custom_resource::{
 };
 use eks::{Grant, Owner};
 use fleet::Fleet;
-use org_api::regions::eks_regions_among;
+use org_api::regions::{eks_regions_among, Partition};
 use std::sync::Arc;
 
 pub const DATA_KEYS: &[&str] = &[
@@ -80,12 +83,14 @@ impl Grant {
     pub fn from_env() -> Grant {
         let var = |name: &str| std::env::var(name).unwrap_or_default();
         let policy = var("EKS_GRANT_POLICY_ARN");
+        let principal_arn = var("EKS_GRANT_PRINCIPAL_ARN");
+        let partition = Partition::of_arn(&principal_arn).unwrap_or(Partition::Aws);
         Grant {
-            principal_arn: var("EKS_GRANT_PRINCIPAL_ARN"),
             policy_arn: match policy.is_empty() {
-                true => CLUSTER_ADMIN_POLICY.to_string(),
+                true => cluster_admin_policy(partition),
                 false => policy,
             },
+            principal_arn,
             namespaces: var("EKS_GRANT_NAMESPACES")
                 .split(',')
                 .map(str::trim)
@@ -192,7 +197,7 @@ impl<F: Fleet> EksAccessEntries<F> {
         };
         accounts.retain(|a| !props.excluded_account_ids.contains(a));
         let regions = if props.regions.is_empty() {
-            eks_regions_among(&self.fleet.enabled_regions().await?)
+            eks_regions_among(self.fleet.partition(), &self.fleet.enabled_regions().await?)
         } else {
             props.regions.clone()
         };

@@ -3,10 +3,17 @@
 use crate::eks::Grant;
 use custom_resource::props::{opt_boolean, opt_number, opt_string, string_list};
 use custom_resource::{ids, Properties, PropertyError};
+use org_api::regions::Partition;
 use serde::Deserialize;
 
+/// The cluster-admin access policy in the commercial partition; see [`cluster_admin_policy`].
 pub const CLUSTER_ADMIN_POLICY: &str =
     "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+
+/// The cluster-admin access policy (Apono's guide's choice) in a partition.
+pub fn cluster_admin_policy(partition: Partition) -> String {
+    partition.arn("eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")
+}
 pub const DEFAULT_MEMBER_ROLE: &str = "apono-eks-access-entries";
 /// Account x region pairs worked on at once. Pairs in different accounts or regions share no
 /// AWS limit; chosen from the sweep in the README (200 x 17 x 2 at 50 ms per call): 64 runs
@@ -55,15 +62,15 @@ impl Properties for EksProps {
     fn validate(&self) -> Result<(), PropertyError> {
         ids::iam_role_arn(&self.principal_arn)
             .map_err(|m| PropertyError::new("PrincipalArn", m))?;
-        if !self
-            .policy()
-            .starts_with("arn:aws:eks::aws:cluster-access-policy/")
-        {
+        let partition = self.partition();
+        let policy = self.policy();
+        if !policy.starts_with(&partition.arn("eks::aws:cluster-access-policy/")) {
             return Err(PropertyError::new(
                 "AccessPolicyArn",
                 format!(
-                    "{:?} is not an EKS access policy ARN (e.g. {CLUSTER_ADMIN_POLICY})",
-                    self.policy()
+                    "{policy:?} is not an EKS access policy ARN in the principal's partition {} (e.g. {})",
+                    partition.name(),
+                    cluster_admin_policy(partition)
                 ),
             ));
         }
@@ -119,10 +126,15 @@ impl EksProps {
         }
     }
 
-    fn policy(&self) -> &str {
+    /// The principal's partition: the entries are made in it.
+    fn partition(&self) -> Partition {
+        Partition::of_arn(&self.principal_arn).unwrap_or(Partition::Aws)
+    }
+
+    fn policy(&self) -> String {
         self.access_policy_arn
-            .as_deref()
-            .unwrap_or(CLUSTER_ADMIN_POLICY)
+            .clone()
+            .unwrap_or_else(|| cluster_admin_policy(self.partition()))
     }
 
     pub(crate) fn member_role(&self) -> &str {
@@ -134,7 +146,7 @@ impl EksProps {
     pub fn grant(&self) -> Grant {
         Grant {
             principal_arn: self.principal_arn.clone(),
-            policy_arn: self.policy().to_string(),
+            policy_arn: self.policy(),
             namespaces: self.namespaces.clone(),
         }
     }
@@ -146,4 +158,49 @@ fn is_role_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(principal: &str, policy: Option<&str>) -> EksProps {
+        let mut value = serde_json::json!({"PrincipalArn": principal});
+        if let Some(policy) = policy {
+            value["AccessPolicyArn"] = policy.into();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_default_policy_is_cluster_admin_in_the_principals_partition() {
+        for (partition, principal) in [
+            ("aws", "arn:aws:iam::123456789012:role/apono"),
+            ("aws-cn", "arn:aws-cn:iam::123456789012:role/apono"),
+            ("aws-us-gov", "arn:aws-us-gov:iam::123456789012:role/apono"),
+        ] {
+            let p = props(principal, None);
+            p.validate().unwrap();
+            assert_eq!(
+                p.grant().policy_arn,
+                format!(
+                    "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_from_another_partition_is_refused_with_the_right_example() {
+        let p = props(
+            "arn:aws-cn:iam::123456789012:role/apono",
+            Some(CLUSTER_ADMIN_POLICY),
+        );
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("AccessPolicyArn"), "{err}");
+        assert!(
+            err.contains("arn:aws-cn:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"),
+            "{err}"
+        );
+    }
 }

@@ -135,7 +135,10 @@ impl<A: OrgApi> OrgInfo<A> {
         let standing = self.standing(props).await?;
         let regions = async {
             let enabled = self.api.enabled_regions().await?;
-            Ok::<_, OrgError>(api::regions::eks_regions_among(&enabled))
+            Ok::<_, OrgError>(api::regions::eks_regions_among(
+                self.api.partition(),
+                &enabled,
+            ))
         };
         let Standing {
             organization_id,

@@ -42,6 +42,7 @@ struct Mocks {
     cloudformation: Vec<Rule>,
     account: Vec<Rule>,
     caller: &'static str,
+    partition: api::regions::Partition,
 }
 
 impl Mocks {
@@ -87,6 +88,7 @@ impl Mocks {
             cloudformation: vec![trusted_access("ENABLED")],
             account: vec![regions_two_pages()],
             caller: MGMT,
+            partition: api::regions::Partition::Aws,
         }
     }
 
@@ -102,6 +104,7 @@ impl Mocks {
             sts: mocked!(aws_sdk_sts, [&sts_rule]),
             cloudformation: mocked!(aws_sdk_cloudformation, &self.cloudformation),
             account: mocked!(aws_sdk_account, &self.account),
+            partition: self.partition,
         }
     }
 }
@@ -168,6 +171,27 @@ async fn management_account_gets_every_output_with_regions_in_eks_order() {
     let mut expected = DATA_KEYS.to_vec();
     expected.sort();
     assert_eq!(keys, expected);
+}
+
+#[tokio::test]
+async fn in_the_china_partition_only_its_eks_regions_are_reported() {
+    use aws_sdk_account::operation::list_regions::ListRegionsOutput;
+    use aws_sdk_account::types::Region;
+    let mut mocks = Mocks::healthy();
+    mocks.partition = api::regions::Partition::AwsCn;
+    mocks.account = vec![
+        mock!(aws_sdk_account::Client::list_regions).then_output(|| {
+            ListRegionsOutput::builder()
+                .regions(Region::builder().region_name("cn-northwest-1").build())
+                .regions(Region::builder().region_name("cn-north-1").build())
+                .build()
+        }),
+    ];
+    let resolved = OrgInfo::new(mocks.api())
+        .resolve(&OrgInfoProps::default())
+        .await
+        .unwrap();
+    assert_eq!(resolved.regions, vec!["cn-north-1", "cn-northwest-1"]);
 }
 
 #[tokio::test]

@@ -681,3 +681,82 @@ fn the_serverless_repository_listing_names_this_release_and_files_that_exist() {
         .iter()
         .all(|l| (1..=127).contains(&l.as_str().unwrap().len())));
 }
+
+/// Every `arn:` in a string, with the partition it names.
+fn arn_partitions(value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::String(s) => {
+            for (at, _) in s.match_indices("arn:") {
+                let partition = s[at + 4..].split(':').next().unwrap_or_default();
+                out.push((partition.to_string(), s.clone()));
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| arn_partitions(v, out)),
+        // A StackSet's template is a member stack's, checked as one.
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| *k != "TemplateBody")
+            .for_each(|(_, v)| arn_partitions(v, out)),
+        _ => {}
+    }
+}
+
+/// In aws-cn and aws-us-gov every ARN the stack and its member stacks make names that
+/// partition: none is written as `arn:aws:` (the user's own ARNs given in that partition).
+#[test]
+fn every_arn_the_stack_makes_is_in_the_partition_it_is_deployed_in() {
+    use org_info::api::regions::Partition;
+    let member = testkit::template::template_json("templates/member-account.yaml");
+    for region in ["us-east-1", "cn-northwest-1", "us-gov-west-1"] {
+        let t = &testkit::cfn::transformed_template_in("template.yaml", region);
+        let partition = Partition::of_region(region);
+        let mut checked = 0;
+        for scenario in scenarios() {
+            let scenario: Vec<(&str, String)> = scenario
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        *k,
+                        v.replace("arn:aws:", &format!("arn:{}:", partition.name())),
+                    )
+                })
+                .collect();
+            let overrides: Vec<(&str, &str)> =
+                scenario.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = Rendering::new(t, &overrides).in_region(region);
+            let mut arns = Vec::new();
+            for resource in t["Resources"].as_object().unwrap().values() {
+                if r.included(resource) {
+                    let props = testkit::template::substitute(&resource["Properties"], &r);
+                    arn_partitions(&props.unwrap_or(Value::Null), &mut arns);
+                }
+            }
+            let parameters: Vec<(&str, String)> = vec![
+                ("AponoConnectorId", "apono-connector-prod".into()),
+                (
+                    "ConnectorRoleArn",
+                    partition.arn("iam::111111111111:role/connector"),
+                ),
+                ("Permissions", "Full-Access (Manage IAM)".into()),
+                (
+                    "EksManagerRoleArn",
+                    partition.arn("iam::111111111111:role/eks"),
+                ),
+            ];
+            let parameters: Vec<(&str, &str)> =
+                parameters.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let m = Rendering::in_account(&member, &parameters, "222222222222").in_region(region);
+            for resource in member["Resources"].as_object().unwrap().values() {
+                if m.included(resource) {
+                    let props = testkit::template::substitute(&resource["Properties"], &m);
+                    arn_partitions(&props.unwrap_or(Value::Null), &mut arns);
+                }
+            }
+            for (named, text) in &arns {
+                assert_eq!(named, partition.name(), "in {region}: {text}");
+            }
+            checked += arns.len();
+        }
+        assert!(checked > 100, "{region}: only {checked} ARNs seen");
+    }
+}
