@@ -23,6 +23,11 @@ would trip over:
   member account. Here the role gets the same grant, inline.
 * moto's /moto-api/data.json (which the fakes read to learn a caller's role and policies)
   keeps listing a role after it is deleted; here a deleted role leaves that list.
+* moto refuses to register a delegated administrator for CloudFormation StackSets
+  (member.org.stacksets.cloudformation.amazonaws.com), which AWS Organizations allows; here it
+  is allowed. And moto keeps an organization's state with its management account, so a member
+  account reads an empty organization; here the organization reads a delegated administrator
+  may make (accounts, roots, OUs, delegated services) are served from that state.
 * moto answers every denial in XML, which an SDK cannot read for a JSON-protocol service
   (Organizations, SSM); AWS answers those in JSON with the type AccessDeniedException.
 
@@ -35,7 +40,12 @@ import sys
 from moto.core.exceptions import JsonRESTError
 from moto.iam import access_control, iam_backends
 from moto.iam.models import IAMBackend, Role
-from moto.organizations.models import FakeAccount
+from moto.organizations.models import (
+    FakeAccount,
+    FakeDelegatedAdministrator,
+    OrganizationsBackend,
+    organizations_backends,
+)
 from moto.server import main
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -122,6 +132,30 @@ def _delete_role_and_forget_it(self, role_name):
 
 
 IAMBackend.delete_role = _delete_role_and_forget_it
+FakeDelegatedAdministrator.SUPPORTED_SERVICES.append(
+    "member.org.stacksets.cloudformation.amazonaws.com"
+)
+
+
+def _from_the_management_account(read):
+    def served(self, *args, **kwargs):
+        if self.org is None and self.account_id in organizations_backends.master_accounts:
+            management, partition = organizations_backends.master_accounts[self.account_id]
+            return read(organizations_backends[management][partition], *args, **kwargs)
+        return read(self, *args, **kwargs)
+
+    return served
+
+
+for _read in (
+    "list_accounts",
+    "list_roots",
+    "list_accounts_for_parent",
+    "list_organizational_units_for_parent",
+    "list_delegated_administrators",
+    "list_delegated_services_for_account",
+):
+    setattr(OrganizationsBackend, _read, _from_the_management_account(getattr(OrganizationsBackend, _read)))
 access_control.IAMRequest._raise_access_denied = _deny_in_the_protocol_of_the_call
 access_control.IAMRequestBase.check_signature = lambda self: None
 access_control.IAMPolicyStatement._check_element_matches = _check_element_matches

@@ -5,6 +5,11 @@
 
 pub mod regions;
 
+/// The service principal of CloudFormation StackSets' delegated administrator: an account
+/// registered for it may create service-managed StackSets with `CallAs: DELEGATED_ADMIN`.
+/// <https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/stacksets-orgs-delegated-admin.html>
+pub const STACKSETS_SERVICE_PRINCIPAL: &str = "member.org.stacksets.cloudformation.amazonaws.com";
+
 use aws_sdk_account::types::RegionOptStatus;
 use aws_sdk_cloudformation::types::{CallAs, OrganizationStatus};
 use custom_resource::aws::ApiError;
@@ -28,11 +33,11 @@ pub trait OrgApi: Send + Sync + 'static {
     fn root_ids(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// ACTIVE accounts, every page read.
     fn active_account_count(&self) -> impl Future<Output = Result<usize, ApiError>> + Send;
-    /// Delegated administrators of any service (not filtered to StackSets: moto rejects that
-    /// principal, and CloudFormation itself refuses a StackSet from an account that is not
-    /// the StackSets delegated administrator); AccessDenied from a plain member account.
-    fn delegated_administrators(
+    /// The services `account` is a delegated administrator for (empty when it is for none);
+    /// AccessDenied from a plain member account, which may not ask.
+    fn delegated_services(
         &self,
+        account: &str,
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     fn stacksets_trusted_access(
         &self,
@@ -217,23 +222,34 @@ impl OrgApi for AwsOrgApi {
         Ok(self.active_account_ids().await?.len())
     }
 
-    async fn delegated_administrators(&self) -> Result<Vec<String>, ApiError> {
-        let mut ids = Vec::new();
+    async fn delegated_services(&self, account: &str) -> Result<Vec<String>, ApiError> {
+        let mut services = Vec::new();
         let mut pages = self
             .organizations
-            .list_delegated_administrators()
+            .list_delegated_services_for_account()
+            .account_id(account)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(|e| ApiError::from_sdk("organizations:ListDelegatedAdministrators", e))?;
-            ids.extend(
-                page.delegated_administrators()
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    let err =
+                        ApiError::from_sdk("organizations:ListDelegatedServicesForAccount", err);
+                    // Not a delegated administrator of anything.
+                    if err.code() == Some("AccountNotRegisteredException") {
+                        return Ok(Vec::new());
+                    }
+                    return Err(err);
+                }
+            };
+            services.extend(
+                page.delegated_services()
                     .iter()
-                    .filter_map(|a| a.id().map(str::to_string)),
+                    .filter_map(|s| s.service_principal().map(str::to_string)),
             );
         }
-        Ok(ids)
+        Ok(services)
     }
 
     async fn stacksets_trusted_access(&self, as_delegated_admin: bool) -> Result<bool, ApiError> {

@@ -143,8 +143,8 @@ impl OrgApi for MotoOrgApi {
     async fn active_account_count(&self) -> Result<usize, ApiError> {
         self.real.active_account_count().await
     }
-    async fn delegated_administrators(&self) -> Result<Vec<String>, ApiError> {
-        self.real.delegated_administrators().await
+    async fn delegated_services(&self, account: &str) -> Result<Vec<String>, ApiError> {
+        self.real.delegated_services(account).await
     }
     async fn stacksets_trusted_access(&self, _: bool) -> Result<bool, ApiError> {
         Ok(self.trusted_access.load(Ordering::SeqCst))

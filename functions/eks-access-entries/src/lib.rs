@@ -196,6 +196,11 @@ impl<F: Fleet> EksAccessEntries<F> {
             self.fleet.active_accounts().await?
         };
         accounts.retain(|a| !props.excluded_account_ids.contains(a));
+        if let Some(management) = &props.management_account_id {
+            if *management != self.fleet.own_account().await? {
+                accounts.retain(|a| a != management);
+            }
+        }
         let regions = if props.regions.is_empty() {
             eks_regions_among(self.fleet.partition(), &self.fleet.enabled_regions().await?)
         } else {

@@ -42,6 +42,10 @@ pub struct EksProps {
     /// depth, and the function's own account. Empty: the whole organization.
     #[serde(default, deserialize_with = "string_list")]
     pub organizational_unit_ids: Vec<String>,
+    /// The organization's management account: left out unless it is the function's own, as
+    /// a service-managed StackSet never deploys a member role there.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub management_account_id: Option<String>,
     /// Accounts left out (the StackSet's `AccountFilterType` DIFFERENCE).
     #[serde(default, deserialize_with = "string_list")]
     pub excluded_account_ids: Vec<String>,
@@ -85,6 +89,9 @@ impl Properties for EksProps {
             for account in accounts {
                 ids::account_id(account).map_err(|m| PropertyError::new(name, m))?;
             }
+        }
+        if let Some(account) = &self.management_account_id {
+            ids::account_id(account).map_err(|m| PropertyError::new("ManagementAccountId", m))?;
         }
         for parent in &self.organizational_unit_ids {
             ids::organizational_unit_id(parent)

@@ -49,7 +49,7 @@ impl Properties for OrgInfoProps {
 pub enum OrgError {
     #[error("this account ({account}) is not part of an AWS Organization: deploy this stack in the management account of your organization, or deploy it with Scope=Account to onboard this single account")]
     NotInOrganization { account: String },
-    #[error("this stack runs in account {account}, a member of organization {organization} that is neither its management account nor a delegated administrator for CloudFormation StackSets: deploy the stack in the management account {management} instead (or set RequireManagementAccount=false to onboard without organization-wide access)")]
+    #[error("this stack runs in account {account}, a member of organization {organization} that is neither its management account nor a delegated administrator for CloudFormation StackSets: deploy the stack in the management account {management}, or register this account first (in {management}: aws organizations register-delegated-administrator --service-principal member.org.stacksets.cloudformation.amazonaws.com --account-id {account}), or set RequireManagementAccount=false to onboard without organization-wide access")]
     NotManagementAccount {
         account: String,
         organization: String,
@@ -97,6 +97,7 @@ impl Resolved {
             .with("ManagementAccountId", &self.management_account_id)
             .with("IsManagementAccount", self.is_management_account)
             .with("IsDelegatedAdministrator", self.is_delegated_administrator)
+            .with("CallAs", self.call_as())
             .with(
                 "ActiveAccountCount",
                 opt(self.active_account_count.map(|c| c.to_string())),
@@ -109,8 +110,20 @@ impl Resolved {
     }
 }
 
+impl Resolved {
+    /// How a StackSet made from this account must call CloudFormation: `SELF` in the
+    /// management account, `DELEGATED_ADMIN` in a StackSets delegated administrator.
+    pub fn call_as(&self) -> &'static str {
+        match self.is_delegated_administrator && !self.is_management_account {
+            true => "DELEGATED_ADMIN",
+            false => "SELF",
+        }
+    }
+}
+
 /// The keys of `Data`, for the template contract test.
 pub const DATA_KEYS: &[&str] = &[
+    "CallAs",
     "OrganizationId",
     "RootId",
     "ManagementAccountId",
@@ -211,9 +224,13 @@ impl<A: OrgApi> OrgInfo<A> {
             });
         }
         let is_management_account = account == management_account_id;
+        // Delegated administrator for StackSets specifically: any other service's would not
+        // let this account create the member-role StackSet.
         let is_delegated_administrator = !is_management_account
-            && match self.api.delegated_administrators().await {
-                Ok(admins) => admins.contains(&account),
+            && match self.api.delegated_services(&account).await {
+                Ok(services) => services
+                    .iter()
+                    .any(|s| s == api::STACKSETS_SERVICE_PRINCIPAL),
                 Err(ApiError::AccessDenied { .. }) => false,
                 Err(err) => return Err(err.into()),
             };

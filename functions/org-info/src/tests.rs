@@ -267,8 +267,8 @@ async fn plain_member_is_refused_naming_account_org_and_management_account() {
     mocks.caller = "333333333333";
     mocks.organizations.insert(
         0,
-        mock!(aws_sdk_organizations::Client::list_delegated_administrators).then_error(|| {
-            aws_sdk_organizations::operation::list_delegated_administrators::ListDelegatedAdministratorsError::generic(meta("AccessDeniedException"))
+        mock!(aws_sdk_organizations::Client::list_delegated_services_for_account).then_error(|| {
+            aws_sdk_organizations::operation::list_delegated_services_for_account::ListDelegatedServicesForAccountError::generic(meta("AccessDeniedException"))
         }),
     );
     let err = resolve_error(mocks).await;
@@ -280,6 +280,61 @@ async fn plain_member_is_refused_naming_account_org_and_management_account() {
     ] {
         assert!(err.contains(needle), "{needle} missing: {err}");
     }
+}
+
+/// A member registered as delegated administrator for another service only.
+fn delegated_for(service: &'static str) -> Rule {
+    use aws_sdk_organizations::operation::list_delegated_services_for_account::ListDelegatedServicesForAccountOutput;
+    use aws_sdk_organizations::types::DelegatedService;
+    mock!(aws_sdk_organizations::Client::list_delegated_services_for_account).then_output(
+        move || {
+            ListDelegatedServicesForAccountOutput::builder()
+                .delegated_services(
+                    DelegatedService::builder()
+                        .service_principal("guardduty.amazonaws.com")
+                        .build(),
+                )
+                .delegated_services(
+                    DelegatedService::builder()
+                        .service_principal(service)
+                        .build(),
+                )
+                .build()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_stacksets_delegated_administrator_deploys_as_delegated_admin() {
+    let mut mocks = Mocks::healthy();
+    mocks.caller = "333333333333";
+    mocks
+        .organizations
+        .insert(0, delegated_for(api::STACKSETS_SERVICE_PRINCIPAL));
+    let resolved = OrgInfo::new(mocks.api())
+        .resolve(&OrgInfoProps::default())
+        .await
+        .unwrap();
+    assert!(resolved.is_delegated_administrator && !resolved.is_management_account);
+    assert_eq!(resolved.call_as(), "DELEGATED_ADMIN");
+    assert_eq!(resolved.output().data["CallAs"], "DELEGATED_ADMIN");
+    let resolved = OrgInfo::new(Mocks::healthy().api())
+        .resolve(&OrgInfoProps::default())
+        .await
+        .unwrap();
+    assert_eq!(resolved.call_as(), "SELF");
+}
+
+#[tokio::test]
+async fn a_delegated_administrator_for_another_service_only_is_refused_with_the_command_to_register(
+) {
+    let mut mocks = Mocks::healthy();
+    mocks.caller = "333333333333";
+    mocks
+        .organizations
+        .insert(0, delegated_for("macie.amazonaws.com"));
+    let err = resolve_error(mocks).await;
+    assert!(err.contains("register-delegated-administrator --service-principal member.org.stacksets.cloudformation.amazonaws.com --account-id 333333333333"), "{err}");
 }
 
 #[test]

@@ -236,6 +236,15 @@ impl<'w> LocalCloud<'w> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // CloudFormation takes a service-managed StackSet as SELF only from the management
+        // account (where the local deploy runs), as DELEGATED_ADMIN only from a registered
+        // delegated administrator.
+        if let Some(call_as) = props["CallAs"].as_str().filter(|c| *c != "SELF") {
+            return Err(fail(format!(
+                "CallAs {call_as} is refused from the management account {}",
+                self.account()
+            )));
+        }
         let targets = &props["StackInstancesGroup"][0]["DeploymentTargets"];
         let accounts = self.target_accounts(targets).await.map_err(fail)?;
         let body =

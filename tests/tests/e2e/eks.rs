@@ -209,6 +209,21 @@ async fn targeted_ous_less_excluded_accounts_are_exactly_the_accounts_worked_on(
         .entries(&b.accounts[1], "us-east-1", "api")
         .contains_key(CONNECTOR));
 
+    // Deployed from a delegated administrator: the management account has no member role
+    // (a StackSet never deploys there), so it is not worked on.
+    let mut from_delegated_admin = props(CONNECTOR);
+    from_delegated_admin["ManagementAccountId"] = json!(b.accounts[2]);
+    let created = b
+        .send(
+            &invoker,
+            Event::create(TYPE, &b.rx.url("da"))
+                .logical_id("EksAccessEntries2")
+                .properties(from_delegated_admin),
+        )
+        .await;
+    assert_eq!(created["Data"]["Accounts"], "2", "{created}");
+    assert_eq!(created["Data"]["Unreachable"], "0", "{created}");
+
     let mut bad = props(CONNECTOR);
     bad["ExcludedAccountIds"] = json!("12345");
     let refused = b

@@ -76,7 +76,8 @@ async fn resolves_an_organization_of_65_accounts_across_pages_and_keeps_its_id()
 
 #[tokio::test]
 async fn member_account_is_refused_with_where_to_deploy_instead() {
-    let moto = Moto::start().await;
+    // Enforcing: its patches let a member read what AWS lets it read of the organization.
+    let moto = Moto::start_enforcing().await;
     let management = moto.sdk_config();
     let org = seed_organization(&management, 2, 0).await;
     let member = &org.member_account_ids[0];
@@ -197,4 +198,55 @@ async fn inactive_trusted_access_fails_unless_activation_is_asked_for() {
     .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["StackSetsTrustedAccess"], "true");
+}
+
+/// A member registered as CloudFormation StackSets delegated administrator deploys with
+/// `CallAs: DELEGATED_ADMIN`; a member that administers another service is still refused.
+#[tokio::test]
+async fn a_stacksets_delegated_administrator_is_told_to_call_as_delegated_admin() {
+    let moto = Moto::start_enforcing().await;
+    let management = moto.sdk_config();
+    let org = seed_organization(&management, 2, 0).await;
+    let organizations = aws_sdk_organizations::Client::new(&management);
+    let (admin, other) = (&org.member_account_ids[0], &org.member_account_ids[1]);
+    for (account, service) in [
+        (admin, org_info::api::STACKSETS_SERVICE_PRINCIPAL),
+        (other, "guardduty.amazonaws.com"),
+    ] {
+        organizations
+            .register_delegated_administrator()
+            .account_id(account)
+            .service_principal(service)
+            .send()
+            .await
+            .unwrap();
+    }
+    let rx = Receiver::start().await;
+
+    let config = assume_member(&moto, &management, admin).await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("da"))).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["CallAs"], "DELEGATED_ADMIN");
+    assert_eq!(body["Data"]["IsDelegatedAdministrator"], "true");
+    assert_eq!(
+        body["Data"]["ManagementAccountId"],
+        org.management_account_id.as_str()
+    );
+
+    let config = assume_member(&moto, &management, other).await;
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("gd"))).await;
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("register-delegated-administrator"),
+        "{body}"
+    );
+
+    let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&management)));
+    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("self"))).await;
+    assert_eq!(body["Data"]["CallAs"], "SELF", "{body}");
 }
