@@ -34,16 +34,37 @@ impl Owner {
     }
 }
 
+/// Stands for the cluster's account in a principal ARN: each account's own role.
+pub const ACCOUNT_PLACEHOLDER: &str = "{account}";
+
 /// The access an entry should grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Grant {
+    /// May hold [`ACCOUNT_PLACEHOLDER`]: the principal is then a role in each cluster's account.
     pub principal_arn: String,
+    /// The principal in the function's own account, where it is another role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_account_principal_arn: Option<String>,
     pub policy_arn: String,
     /// Empty: cluster-wide; else these namespaces.
     pub namespaces: Vec<String>,
 }
 
 impl Grant {
+    /// The grant as it applies to clusters in `account` (`own`: the function's account).
+    pub fn in_account(&self, account: &str, own: Option<&str>) -> Grant {
+        let principal_arn = match (&self.own_account_principal_arn, own == Some(account)) {
+            (Some(own_principal), true) => own_principal.clone(),
+            _ => self.principal_arn.replace(ACCOUNT_PLACEHOLDER, account),
+        };
+        Grant {
+            principal_arn,
+            own_account_principal_arn: None,
+            policy_arn: self.policy_arn.clone(),
+            namespaces: self.namespaces.clone(),
+        }
+    }
+
     fn scope(&self) -> AccessScope {
         if self.namespaces.is_empty() {
             AccessScope::builder()

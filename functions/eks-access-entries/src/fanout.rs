@@ -1,6 +1,7 @@
 //! The fan-out: every account x region pair of a plan, `MaxConcurrency` at a time, one
 //! AssumeRole per account, stopping while there is time to hand the rest on.
 
+use crate::eks::Grant;
 use crate::eks::{self, ClusterOutcome, Owner};
 use crate::fleet::Fleet;
 use crate::progress::{Action, Counts, Progress, Target};
@@ -114,7 +115,16 @@ impl<F: Fleet> EksAccessEntries<F> {
                     Action::Ensure => run.old.as_ref().filter(|o| o.contains(&account, &region)),
                     Action::Remove => None,
                 };
-                pair(&client, action, target, previous, &run.owner).await
+                // The principal may differ per account (each account's own Apono role).
+                let own = self.fleet.own_account().await.ok();
+                let here = |t: &Target| t.grant.in_account(&account, own.as_deref());
+                let work = PairWork {
+                    action,
+                    grant: here(target),
+                    previous: previous.map(here),
+                    enable_api_mode: target.enable_api_mode,
+                };
+                pair(&client, &work, &run.owner).await
             }
             Err(e) => Err(e),
         };
@@ -183,33 +193,38 @@ impl PairReport {
     }
 }
 
-/// One account x region: ensure the target's grant (and undo the previous grant where it
-/// differs), or remove the grant of a target this pair no longer belongs to.
+/// What one account x region is to get: the grants as they apply in its account.
+struct PairWork {
+    action: Action,
+    grant: Grant,
+    /// The grant before an Update, where this pair had one.
+    previous: Option<Grant>,
+    enable_api_mode: bool,
+}
+
+/// One account x region: ensure the grant (and undo the previous grant where it differs), or
+/// remove the grant of a target this pair no longer belongs to.
 async fn pair(
     eks: &aws_sdk_eks::Client,
-    action: Action,
-    target: &Target,
-    previous: Option<&Target>,
+    work: &PairWork,
     owner: &Owner,
 ) -> Result<Vec<(String, ClusterOutcome)>, ApiError> {
     let clusters = eks::list_clusters(eks).await?;
     let mut outcomes = Vec::with_capacity(clusters.len());
     for cluster in clusters {
-        let outcome = match action {
-            Action::Remove => {
-                eks::remove_if_ours(eks, &cluster, &target.grant.principal_arn, owner).await
-            }
+        let grant = &work.grant;
+        let outcome = match work.action {
+            Action::Remove => eks::remove_if_ours(eks, &cluster, &grant.principal_arn, owner).await,
             Action::Ensure => {
-                let outcome =
-                    eks::ensure(eks, &cluster, &target.grant, owner, target.enable_api_mode).await;
-                if let Some(prev) = previous.map(|p| &p.grant).filter(|g| **g != target.grant) {
-                    if prev.principal_arn != target.grant.principal_arn {
+                let outcome = eks::ensure(eks, &cluster, grant, owner, work.enable_api_mode).await;
+                if let Some(prev) = work.previous.as_ref().filter(|g| *g != grant) {
+                    if prev.principal_arn != grant.principal_arn {
                         if let ClusterOutcome::Failed(why) =
                             eks::remove_if_ours(eks, &cluster, &prev.principal_arn, owner).await
                         {
                             tracing::warn!(cluster = %cluster.name, reason = %why, "old entry not removed");
                         }
-                    } else if prev.policy_arn != target.grant.policy_arn {
+                    } else if prev.policy_arn != grant.policy_arn {
                         if let Err(e) = eks::disassociate_if_ours(
                             eks,
                             &cluster.name,

@@ -86,6 +86,8 @@ impl Grant {
         let principal_arn = var("EKS_GRANT_PRINCIPAL_ARN");
         let partition = Partition::of_arn(&principal_arn).unwrap_or(Partition::Aws);
         Grant {
+            own_account_principal_arn: Some(var("EKS_GRANT_OWN_ACCOUNT_PRINCIPAL_ARN"))
+                .filter(|p| !p.is_empty()),
             policy_arn: match policy.is_empty() {
                 true => cluster_admin_policy(partition),
                 false => policy,

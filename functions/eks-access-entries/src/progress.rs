@@ -38,7 +38,10 @@ impl Target {
         {
             return Err(format!("{role:?} is not an IAM role name"));
         }
-        ids::iam_role_arn(&self.grant.principal_arn)?;
+        crate::props::principal_arn(&self.grant.principal_arn)?;
+        if let Some(own) = &self.grant.own_account_principal_arn {
+            ids::iam_role_arn(own)?;
+        }
         Ok(())
     }
 

@@ -24,7 +24,12 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct EksProps {
+    /// The role the entries are for; `{account}` in it stands for each cluster's account
+    /// (each account's own Apono role).
     pub principal_arn: String,
+    /// The principal in the function's own account, where that role has another name.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub own_account_principal_arn: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     pub access_policy_arn: Option<String>,
     /// `cluster` (default) or `namespace` (with `Namespaces`).
@@ -64,8 +69,10 @@ pub struct EksProps {
 
 impl Properties for EksProps {
     fn validate(&self) -> Result<(), PropertyError> {
-        ids::iam_role_arn(&self.principal_arn)
-            .map_err(|m| PropertyError::new("PrincipalArn", m))?;
+        principal_arn(&self.principal_arn).map_err(|m| PropertyError::new("PrincipalArn", m))?;
+        if let Some(own) = &self.own_account_principal_arn {
+            ids::iam_role_arn(own).map_err(|m| PropertyError::new("OwnAccountPrincipalArn", m))?;
+        }
         let partition = self.partition();
         let policy = self.policy();
         if !policy.starts_with(&partition.arn("eks::aws:cluster-access-policy/")) {
@@ -153,10 +160,24 @@ impl EksProps {
     pub fn grant(&self) -> Grant {
         Grant {
             principal_arn: self.principal_arn.clone(),
+            own_account_principal_arn: self.own_account_principal_arn.clone(),
             policy_arn: self.policy(),
             namespaces: self.namespaces.clone(),
         }
     }
+}
+
+/// A role ARN, where `{account}` may stand for the account (and nowhere else).
+pub(crate) fn principal_arn(arn: &str) -> Result<(), String> {
+    let sample = arn.replace(crate::eks::ACCOUNT_PLACEHOLDER, "123456789012");
+    ids::iam_role_arn(&sample)?;
+    let placeholder = crate::eks::ACCOUNT_PLACEHOLDER;
+    if arn.contains(placeholder) && arn.split(':').nth(4) != Some(placeholder) {
+        return Err(format!(
+            "{arn:?}: {{account}} may only stand for the account ID"
+        ));
+    }
+    Ok(())
 }
 
 /// IAM's role-name rule: 1-64 characters of letters, digits and +=,.@_-.
@@ -195,6 +216,21 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn account_may_stand_only_for_the_account_of_a_principal() {
+        let each_account = "arn:aws:iam::{account}:role/apono-cross-account-prod";
+        principal_arn(each_account).unwrap();
+        let grant = props(each_account, None).grant();
+        assert_eq!(
+            grant
+                .in_account("222222222222", Some("111111111111"))
+                .principal_arn,
+            "arn:aws:iam::222222222222:role/apono-cross-account-prod"
+        );
+        assert!(principal_arn("arn:aws:iam::123456789012:role/{account}").is_err());
+        assert!(principal_arn("arn:aws:iam::{account}:user/x").is_err());
     }
 
     #[test]

@@ -136,11 +136,13 @@ pub async fn run(options: &Options) -> Report {
             scope: "Organization",
             mode: "Deploy",
             targeting: Targeting::OneBrokenAccount,
+            account_roles: false,
         },
         Scenario {
             scope: "Organization",
             mode: "Existing",
             targeting: Targeting::FirstOuLessOne,
+            account_roles: true,
         },
         Scenario {
             scope: "Account",

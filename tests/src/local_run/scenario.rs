@@ -13,6 +13,8 @@ pub(super) struct Scenario {
     pub(super) scope: &'static str,
     pub(super) mode: &'static str,
     pub(super) targeting: Targeting,
+    /// `EksAccessPrincipal` AccountRole: each account's Apono role gets the entries there.
+    pub(super) account_roles: bool,
 }
 
 /// Which accounts an Organization scenario targets, and what is broken there.
@@ -151,7 +153,9 @@ pub(super) async fn lifecycle(
     let v2 = role(&mgmt, "apono-connector-v2");
     let new_principal = steps.update(&principal, &v1, &v2).await;
     steps.no_op_update(&v2).await;
-    steps.delete(&[new_principal, v1]).await;
+    let mut principals = steps.principals(&new_principal);
+    principals.extend([new_principal, v1]);
+    steps.delete(&principals).await;
     // What each function process wrote, and the secret key it held, for the log scan.
     w.started
         .take()
@@ -237,7 +241,40 @@ impl Steps<'_> {
     fn parameters(&self, connector_role: &str, integration_name: &str) -> Vec<(String, String)> {
         let mut p = self.scenario.parameters(connector_role, integration_name);
         p.extend(self.targets.iter().cloned());
+        if self.scenario.account_roles {
+            p.push(("EksAccessPrincipal".into(), "AccountRole".into()));
+        }
         p
+    }
+
+    /// The principal of the entries in `account`: the connector role, or the account's own
+    /// Apono role.
+    fn principal_in(&self, account: &str, connector: &str) -> String {
+        match self.scenario.account_roles {
+            false => connector.to_string(),
+            true if account == self.w.org.management_account_id => {
+                role(account, &format!("apono-management-{CONNECTOR_ID}"))
+            }
+            true => role(account, &format!("apono-cross-account-{CONNECTOR_ID}")),
+        }
+    }
+
+    /// The principals of the reached accounts, each once.
+    fn principals(&self, connector: &str) -> Vec<String> {
+        let mut principals: Vec<String> = self
+            .reached
+            .iter()
+            .map(|a| self.principal_in(a, connector))
+            .collect();
+        principals.sort();
+        principals.dedup();
+        principals
+    }
+
+    /// Every entry of ours for the principals of the reached accounts.
+    fn entries_for(&self, connector: &str) -> usize {
+        let principals = self.principals(connector);
+        principals.iter().map(|p| self.w.ours(p)).sum()
     }
 
     /// The member roles went where the scenario targets, the failed instance is named, and the
@@ -308,7 +345,7 @@ impl Steps<'_> {
                 .unwrap_or_default(),
             _ => v1.to_string(),
         };
-        let created = w.ours(&principal);
+        let created = self.entries_for(&principal);
         let eligible = w.eligible_clusters(self.reached.len());
         self.report.check(
             &format!("{tag}: an entry on every eligible cluster it reaches"),
@@ -322,7 +359,21 @@ impl Steps<'_> {
             format!("{ours} of ours"),
         );
         self.check_reach();
-        enrolled_by_the_schedule(self.report, w, &tag, &principal, &self.reached).await;
+        let last = &self.reached[self.reached.len() - 1];
+        let principal_there = self.principal_in(last, &principal);
+        let principals = self.principals(&principal);
+        let count = || principals.iter().map(|p| w.ours(p)).sum::<usize>();
+        let reached = self.reached.len();
+        enrolled_by_the_schedule(
+            self.report,
+            w,
+            &tag,
+            &principal_there,
+            last,
+            reached,
+            &count,
+        )
+        .await;
         principal
     }
 
@@ -351,7 +402,7 @@ impl Steps<'_> {
             status == StackStatus::UpdateComplete && renamed,
             status_line(&status),
         );
-        let (now, before) = (w.ours(&new_principal), w.ours(v1));
+        let (now, before) = (self.entries_for(&new_principal), w.ours(v1));
         let eligible = w.eligible_clusters(self.reached.len());
         let moved = match self.scenario.mode {
             "Deploy" => now == eligible,

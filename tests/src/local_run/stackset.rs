@@ -3,7 +3,6 @@
 use super::*;
 use crate::template::{substitute, Rendering};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,8 +12,10 @@ pub(super) fn props_connector(_template: &Value) -> String {
     CONNECTOR_ID.to_string()
 }
 
-/// One member account's stack: its roles (with their inline policies), then its policy
-/// resources, created in moto in that account. Each role made is recorded in `made`.
+/// One member account's stack: its roles (with their inline policies) and policy resources,
+/// each created once every resource it refers to is (CloudFormation's order: a role whose
+/// policy names another role's `Arn` comes after it), in moto in that account. Each role made
+/// is recorded in `made`.
 pub(super) async fn deploy_member_stack(
     iam: &aws_sdk_iam::Client,
     template: &Value,
@@ -22,46 +23,50 @@ pub(super) async fn deploy_member_stack(
     account: &str,
     made: &mut Vec<(String, String)>,
 ) -> Result<(), String> {
-    let resources: Vec<(&String, &Value)> = template["Resources"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, resource)| r.included(resource))
-        .collect();
-    let mut roles = BTreeMap::new();
-    for (logical_id, resource) in &resources {
-        if resource["Type"] != "AWS::IAM::Role" {
-            continue;
-        }
-        let props = substitute(&resource["Properties"], r).unwrap_or(Value::Null);
-        let name = props["RoleName"]
-            .as_str()
-            .unwrap_or(logical_id.as_str())
-            .to_string();
-        put_role(iam, &name, &props, true)
-            .await
-            .map_err(|e| format!("{e} in {account}"))?;
-        made.push((account.to_string(), name.clone()));
-        roles.insert(logical_id.to_string(), name);
-    }
-    for (logical_id, name) in &roles {
-        r.attributes
-            .insert((logical_id.clone(), "Ref".into()), name.clone());
-        r.attributes.insert(
-            (logical_id.clone(), "Arn".into()),
-            format!("arn:aws:iam::{account}:role/{name}"),
+    let graph = crate::cfn::Graph::new(template, r);
+    let mut done: std::collections::BTreeSet<String> = Default::default();
+    while done.len() < graph.deps.len() {
+        let ready: Vec<String> = graph
+            .deps
+            .iter()
+            .filter(|(name, deps)| !done.contains(*name) && deps.is_subset(&done))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert!(
+            !ready.is_empty(),
+            "the member template has a dependency cycle"
         );
-    }
-    for (_, resource) in &resources {
-        if resource["Type"] != "AWS::IAM::Policy" {
-            continue;
-        }
-        let props = substitute(&resource["Properties"], r).unwrap_or(Value::Null);
-        let policy = props["PolicyName"].as_str().unwrap_or_default();
-        for role in LocalCloud::policy_roles(&props) {
-            put_role_policy(iam, &role, policy, &props["PolicyDocument"].to_string())
-                .await
-                .map_err(|e| format!("{e} in {account}"))?;
+        for logical_id in ready {
+            let resource = &template["Resources"][&logical_id];
+            let props = substitute(&resource["Properties"], r).unwrap_or(Value::Null);
+            match resource["Type"].as_str() {
+                Some("AWS::IAM::Role") => {
+                    let name = props["RoleName"]
+                        .as_str()
+                        .unwrap_or(logical_id.as_str())
+                        .to_string();
+                    put_role(iam, &name, &props, true)
+                        .await
+                        .map_err(|e| format!("{e} in {account}"))?;
+                    made.push((account.to_string(), name.clone()));
+                    r.attributes
+                        .insert((logical_id.clone(), "Ref".into()), name.clone());
+                    r.attributes.insert(
+                        (logical_id.clone(), "Arn".into()),
+                        r.partition().arn(&format!("iam::{account}:role/{name}")),
+                    );
+                }
+                Some("AWS::IAM::Policy") => {
+                    let policy = props["PolicyName"].as_str().unwrap_or_default();
+                    for role in LocalCloud::policy_roles(&props) {
+                        put_role_policy(iam, &role, policy, &props["PolicyDocument"].to_string())
+                            .await
+                            .map_err(|e| format!("{e} in {account}"))?;
+                    }
+                }
+                other => return Err(format!("{logical_id}: type {other:?} is not modelled")),
+            }
+            done.insert(logical_id);
         }
     }
     Ok(())

@@ -466,6 +466,7 @@ async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_s
 fn stack_grant() -> eks_access_entries::eks::Grant {
     eks_access_entries::eks::Grant {
         principal_arn: CONNECTOR.into(),
+        own_account_principal_arn: None,
         policy_arn: CLUSTER_ADMIN_POLICY.into(),
         namespaces: vec![],
     }
