@@ -4,7 +4,7 @@
 //! (`testkit::logs::capture`, which explains why), and every test here calls it first, so the
 //! capturing subscriber is in place before any event of the process.
 
-use apono_integration::token::SsmTokens;
+use apono_integration::token::AwsTokens;
 use apono_integration::AponoIntegration;
 use serde_json::json;
 use testkit::demo::Demo;
@@ -75,7 +75,8 @@ async fn the_apono_token_never_reaches_logs_reasons_or_data() {
     apono.add_connector("apono-connector-1", "CONNECTED");
     let rx = Receiver::start().await;
     let invoker = Invoker::new(
-        AponoIntegration::new(SsmTokens { ssm }).also_allowing(["127.0.0.1".to_string()]),
+        AponoIntegration::new(AwsTokens::new(&moto.sdk_config()))
+            .also_allowing(["127.0.0.1".to_string()]),
     );
     let props = |name: &str| {
         json!({

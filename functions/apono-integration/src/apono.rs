@@ -2,6 +2,7 @@
 //! its public OpenAPI spec): connectors (v3) and integrations (v4). Retries 429, 5xx and timeouts with backoff,
 //! honouring Retry-After, never past the deadline it is given.
 
+use crate::token::TokenAt;
 use custom_resource::retry::Backoff;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -72,8 +73,8 @@ pub struct IntegrationSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AponoError {
-    #[error("Apono rejected the API token in SSM parameter {parameter} (HTTP {status}): store a valid Apono API token there and retry")]
-    Rejected { parameter: String, status: u16 },
+    #[error("Apono rejected the API token in {at} (HTTP {status}): store a valid Apono API token there and retry")]
+    Rejected { at: TokenAt, status: u16 },
     #[error("Apono API {method} {path} answered HTTP {status}: {message}")]
     Client {
         method: Method,
@@ -106,7 +107,7 @@ pub struct AponoClient {
     http: reqwest::Client,
     base: Url,
     token: String,
-    token_parameter: String,
+    token_at: TokenAt,
     deadline: Instant,
 }
 
@@ -125,14 +126,14 @@ impl AponoClient {
         http: reqwest::Client,
         base: Url,
         token: String,
-        token_parameter: &str,
+        token_at: TokenAt,
         deadline: Instant,
     ) -> Self {
         AponoClient {
             http,
             base,
             token,
-            token_parameter: token_parameter.to_string(),
+            token_at,
             deadline,
         }
     }

@@ -123,12 +123,13 @@ impl<T: TokenSource> AponoIntegration<T> {
         let base = props.api_url().expect("validated");
         // Before the token is even read.
         self.check_host(&base)?;
-        let token = self.tokens.token(&props.api_token_parameter_name).await?;
+        let at = props.token_at().expect("validated");
+        let token = self.tokens.token(&at).await?;
         Ok(AponoClient::new(
             self.http.clone(),
             base,
             token,
-            &props.api_token_parameter_name,
+            at,
             ctx.handler_deadline,
         ))
     }

@@ -1,6 +1,7 @@
 //! The resource's properties: what a template may ask for, checked before anything is done.
 
 use crate::apono::{self, IntegrationSpec};
+use crate::token::TokenAt;
 use custom_resource::props::{opt_number, opt_string, string_list};
 use custom_resource::{ids, Properties, PropertyError};
 use serde::Deserialize;
@@ -17,7 +18,11 @@ pub const DEFAULT_CONNECTOR_WAIT_SECONDS: u64 = 300;
 pub struct AponoProps {
     pub connector_id: String,
     /// Name of the SSM SecureString holding the Apono API token (never the token itself).
-    pub api_token_parameter_name: String,
+    #[serde(default, deserialize_with = "opt_string")]
+    pub api_token_parameter_name: Option<String>,
+    /// Or the ARN of a Secrets Manager secret holding it (the stack's, from a NoEcho parameter).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub api_token_secret_arn: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     pub api_url: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
@@ -55,18 +60,7 @@ impl Properties for AponoProps {
                 ),
             ));
         }
-        let name = &self.api_token_parameter_name;
-        let name_ok = !name.is_empty()
-            && name.len() <= 2048
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-/:".contains(c));
-        if !name_ok {
-            return Err(PropertyError::new(
-                "ApiTokenParameterName",
-                format!("{name:?} is not an SSM parameter name (e.g. /apono/api-token); pass the parameter's name, not the token"),
-            ));
-        }
+        self.token_at()?;
         self.api_url()?;
         if let Some(org) = &self.organization_id {
             ids::organization_id(org).map_err(|m| PropertyError::new("OrganizationId", m))?;
@@ -92,6 +86,48 @@ impl Properties for AponoProps {
 }
 
 impl AponoProps {
+    /// Where the API token is: exactly one of `ApiTokenParameterName` and `ApiTokenSecretArn`.
+    pub fn token_at(&self) -> Result<TokenAt, PropertyError> {
+        match (&self.api_token_parameter_name, &self.api_token_secret_arn) {
+            (Some(name), None) => {
+                let name_ok = name.len() <= 2048
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-/:".contains(c));
+                if !name_ok {
+                    return Err(PropertyError::new(
+                        "ApiTokenParameterName",
+                        format!("{name:?} is not an SSM parameter name (e.g. /apono/api-token); pass the parameter's name, not the token"),
+                    ));
+                }
+                Ok(TokenAt::Parameter(name.clone()))
+            }
+            (None, Some(arn)) => {
+                let parts: Vec<&str> = arn.splitn(7, ':').collect();
+                let arn_ok = parts.len() == 7
+                    && parts[0] == "arn"
+                    && parts[2] == "secretsmanager"
+                    && ids::account_id(parts[4]).is_ok()
+                    && parts[5] == "secret";
+                if !arn_ok {
+                    return Err(PropertyError::new(
+                        "ApiTokenSecretArn",
+                        format!("{arn:?} is not a Secrets Manager secret ARN; pass the secret's ARN, not the token"),
+                    ));
+                }
+                Ok(TokenAt::Secret(arn.clone()))
+            }
+            (Some(_), Some(_)) => Err(PropertyError::new(
+                "ApiTokenSecretArn",
+                "give the token's place once: ApiTokenParameterName or ApiTokenSecretArn, not both",
+            )),
+            (None, None) => Err(PropertyError::new(
+                "ApiTokenParameterName",
+                "required (or ApiTokenSecretArn): where the Apono API token is kept",
+            )),
+        }
+    }
+
     /// https only; plain http is accepted for loopback hosts (local fakes), never elsewhere.
     pub fn api_url(&self) -> Result<Url, PropertyError> {
         let raw = self.api_url.as_deref().unwrap_or(apono::DEFAULT_API_URL);

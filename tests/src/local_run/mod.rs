@@ -77,6 +77,8 @@ impl Report {
 
 const TOKEN: &str = "apono-local-api-token-7c1d92e4";
 const TOKEN_PARAMETER: &str = "/apono/api-token";
+/// The connector token, given as the NoEcho `ConnectorToken` in one scenario.
+const CONNECTOR_TOKEN: &str = "apono-local-connector-token-3b8e0f61";
 const CONNECTOR_ID: &str = "local-connector";
 
 /// Builds the function binaries (workspace features, so the test build's artifacts are reused).
@@ -137,16 +139,19 @@ pub async fn run(options: &Options) -> Report {
             mode: "Deploy",
             targeting: Targeting::OneBrokenAccount,
             account_roles: false,
+            tokens_as_parameters: false,
         },
         Scenario {
             scope: "Organization",
             mode: "Existing",
             targeting: Targeting::FirstOuLessOne,
             account_roles: true,
+            tokens_as_parameters: false,
         },
         Scenario {
             scope: "Account",
             mode: "Deploy",
+            tokens_as_parameters: true,
             ..Default::default()
         },
         Scenario {
@@ -185,6 +190,7 @@ pub async fn run(options: &Options) -> Report {
         lines += function.text.lines().count();
         for (what, secret) in [
             ("Apono token", TOKEN),
+            ("connector token", CONNECTOR_TOKEN),
             ("ResponseURL signature", FAKE_SIGNATURE),
             ("AWS secret key", function.secret.as_str()),
         ] {

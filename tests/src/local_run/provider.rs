@@ -62,6 +62,13 @@ impl Provider for LocalCloud<'_> {
                     let name = self.name(logical_id, &Value::Null);
                     self.start_connector_service(&name).await
                 }
+                "AWS::SecretsManager::Secret" => {
+                    // Ref of a secret is its ARN.
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &props["Name"]);
+                    let arn = self.put_secret(&name, &props).await.map_err(failed(None))?;
+                    complete(arn, &[("Id", name)])
+                }
                 "AWS::SNS::Topic" => {
                     // Ref of a topic is its ARN.
                     self.pause(40).await;
@@ -236,6 +243,10 @@ impl Provider for LocalCloud<'_> {
                     }
                     Ok(())
                 }
+                "AWS::SecretsManager::Secret" => {
+                    self.pause(30).await;
+                    self.delete_secret(physical_id).await
+                }
                 "AWS::ECS::Service" => {
                     self.pause(300).await;
                     self.world
@@ -291,6 +302,30 @@ impl LocalCloud<'_> {
             put_role_policy(&self.iam(), &role, name, &document).await?;
         }
         Ok(())
+    }
+
+    /// A secret in moto's Secrets Manager, as the kit's administrator; its ARN.
+    async fn put_secret(&self, name: &str, props: &Value) -> Result<String, String> {
+        aws_sdk_secretsmanager::Client::new(&self.world.moto.sdk_config())
+            .create_secret()
+            .name(name)
+            .secret_string(props["SecretString"].as_str().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| format!("CreateSecret {name}: {:?}", e.into_service_error()))?
+            .arn
+            .ok_or_else(|| format!("CreateSecret {name}: no ARN"))
+    }
+
+    async fn delete_secret(&self, arn: &str) -> Result<(), String> {
+        aws_sdk_secretsmanager::Client::new(&self.world.moto.sdk_config())
+            .delete_secret()
+            .secret_id(arn)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("DeleteSecret {arn}: {:?}", e.into_service_error()))
     }
 
     /// The connector's service: stabilising takes a while; the container connects to Apono

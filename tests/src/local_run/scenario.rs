@@ -15,6 +15,9 @@ pub(super) struct Scenario {
     pub(super) targeting: Targeting,
     /// `EksAccessPrincipal` AccountRole: each account's Apono role gets the entries there.
     pub(super) account_roles: bool,
+    /// Both tokens given as NoEcho parameters (the stack keeps them in secrets of its own)
+    /// instead of a secret and an SSM parameter made beforehand.
+    pub(super) tokens_as_parameters: bool,
 }
 
 /// Which accounts an Organization scenario targets, and what is broken there.
@@ -68,11 +71,17 @@ impl Scenario {
             ),
             _ => p.push(("ConnectorRoleArn".into(), connector_role.into())),
         }
+        if self.tokens_as_parameters {
+            p.retain(|(k, _)| k != "ConnectorTokenSecretArn");
+            p.push(("ConnectorToken".into(), CONNECTOR_TOKEN.into()));
+            p.push(("AponoApiToken".into(), TOKEN.into()));
+        }
         p
     }
 }
 
-/// Removes the policy statement `sid` from every role of `template`; true if one was there.
+/// Removes the policy statement `sid` from every role of `template` (also as a branch of an
+/// `Fn::If`); true if one was there.
 pub(super) fn remove_statement(template: &mut Value, sid: &str) -> bool {
     let mut removed = false;
     for (_, resource) in template["Resources"].as_object_mut().into_iter().flatten() {
@@ -85,6 +94,15 @@ pub(super) fn remove_statement(template: &mut Value, sid: &str) -> bool {
                 let before = statements.len();
                 statements.retain(|s| s["Sid"] != sid);
                 removed |= statements.len() < before;
+                for branches in statements
+                    .iter_mut()
+                    .filter_map(|s| s.get_mut("Fn::If").and_then(Value::as_array_mut))
+                {
+                    for branch in branches.iter_mut().skip(1).filter(|b| b["Sid"] == sid) {
+                        *branch = serde_json::json!({"Ref": "AWS::NoValue"});
+                        removed = true;
+                    }
+                }
             }
         }
     }
@@ -477,6 +495,22 @@ impl Steps<'_> {
             ),
         );
         let accepted = w.rx.accepted();
+        let leaked = accepted
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .filter(|body| body.contains(TOKEN) || body.contains(CONNECTOR_TOKEN))
+            .count();
+        let secrets_left = aws_sdk_secretsmanager::Client::new(&w.moto.sdk_config())
+            .list_secrets()
+            .send()
+            .await
+            .map(|l| l.secret_list.unwrap_or_default().len())
+            .unwrap_or(usize::MAX);
+        self.report.check(
+            &format!("{tag}: no token in any answer, no secret of ours left"),
+            leaked == 0 && secrets_left == 0,
+            format!("{leaked} answers with a token, {secrets_left} secrets left"),
+        );
         let largest = accepted.iter().map(|r| r.body.len()).max().unwrap_or(0);
         self.report.check(
             &format!("{tag}: every response within 4096 bytes"),

@@ -4,7 +4,7 @@
 //! Over 400 lines on purpose: one file holds every test of this resource, so that its behaviours
 //! read side by side; each test is short and stands alone.
 
-use apono_integration::token::SsmTokens;
+use apono_integration::token::AwsTokens;
 use apono_integration::AponoIntegration;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -23,7 +23,8 @@ struct Bench {
     _moto: Moto,
     apono: FakeApono,
     rx: Receiver,
-    invoker: Invoker<AponoIntegration<SsmTokens>>,
+    invoker: Invoker<AponoIntegration<AwsTokens>>,
+    tokens: AwsTokens,
     ssm: aws_sdk_ssm::Client,
 }
 
@@ -39,15 +40,16 @@ async fn bench() -> Bench {
         .unwrap();
     let apono = FakeApono::start(TOKEN).await;
     apono.add_connector(CONNECTOR, "CONNECTED");
+    let tokens = AwsTokens::new(&moto.sdk_config());
     let invoker = Invoker::new(
-        AponoIntegration::new(SsmTokens { ssm: ssm.clone() })
-            .also_allowing(["127.0.0.1".to_string()]),
+        AponoIntegration::new(tokens.clone()).also_allowing(["127.0.0.1".to_string()]),
     );
     Bench {
         _moto: moto,
         apono,
         rx: Receiver::start().await,
         invoker,
+        tokens,
         ssm,
     }
 }
@@ -203,11 +205,8 @@ async fn duplicate_create_delivery_yields_one_integration_owned_by_the_stack() {
 }
 
 /// Another Lambda container with its own handler state.
-fn elsewhere(b: &Bench) -> Invoker<AponoIntegration<SsmTokens>> {
-    Invoker::new(
-        AponoIntegration::new(SsmTokens { ssm: b.ssm.clone() })
-            .also_allowing(["127.0.0.1".to_string()]),
-    )
+fn elsewhere(b: &Bench) -> Invoker<AponoIntegration<AwsTokens>> {
+    Invoker::new(AponoIntegration::new(b.tokens.clone()).also_allowing(["127.0.0.1".to_string()]))
 }
 
 #[tokio::test]
@@ -360,6 +359,52 @@ async fn a_connector_that_never_connects_fails_before_the_deadline_saying_its_st
         .create(with(b.props(), "ConnectorId", json!("slow")))
         .await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
+}
+
+/// The token given as the stack's NoEcho parameter lives in the stack's own secret; the
+/// properties carry only that secret's ARN, and never both places.
+#[tokio::test]
+async fn the_token_can_come_from_the_stacks_own_secret_instead_of_ssm() {
+    let b = bench().await;
+    let arn = b
+        .tokens
+        .secrets
+        .create_secret()
+        .name("apono-api-token")
+        .secret_string(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let mut props = b.props();
+    props
+        .as_object_mut()
+        .unwrap()
+        .remove("ApiTokenParameterName");
+    props["ApiTokenSecretArn"] = json!(arn);
+    let created = b.create(props.clone()).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert!(!created.to_string().contains(TOKEN));
+
+    let mut both = props.clone();
+    both["ApiTokenParameterName"] = json!(PARAM);
+    let refused = b.create(both).await;
+    assert!(
+        refused["Reason"].as_str().unwrap().contains("not both"),
+        "{refused}"
+    );
+
+    let mut gone = props;
+    gone["ApiTokenSecretArn"] = json!(arn.replace("apono-api-token", "apono-other"));
+    let failed = b.create(gone).await;
+    assert!(
+        failed["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{failed}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! is wrong (or, for a ResponseURL that is not Amazon S3, no request at all), and nothing is
 //! created, changed or deleted anywhere.
 
-use apono_integration::token::SsmTokens;
+use apono_integration::token::AwsTokens;
 use apono_integration::AponoIntegration;
 use custom_resource::response::UrlPolicy;
 use custom_resource::RuntimeConfig;
@@ -225,9 +225,8 @@ async fn every_function_refuses_bad_input_clearly_and_changes_nothing() {
     let org_invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
     expect_failures(&org_invoker, &rx, "Custom::OrganizationInfo", org_cases()).await;
 
-    let ssm = aws_sdk_ssm::Client::new(&config);
     let apono_invoker = Invoker::new(
-        AponoIntegration::new(SsmTokens { ssm }).also_allowing(["127.0.0.1".to_string()]),
+        AponoIntegration::new(AwsTokens::new(&config)).also_allowing(["127.0.0.1".to_string()]),
     );
     expect_failures(
         &apono_invoker,

@@ -92,7 +92,26 @@ fn rule_assertions_stop_an_incomplete_stack_with_their_description() {
                 ("VpcId", "vpc-0abc12345"),
                 ("SubnetIds", "subnet-0abc12345"),
             ],
-            Some("needs ConnectorTokenSecretArn"),
+            Some("needs ConnectorToken (or ConnectorTokenSecretArn)"),
+        ),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                DEPLOY_NETWORK[0],
+                DEPLOY_NETWORK[1],
+                DEPLOY_NETWORK[2],
+                ("ConnectorToken", "apono-connector-token"),
+            ],
+            Some("not both"),
+        ),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                DEPLOY_NETWORK[0],
+                DEPLOY_NETWORK[1],
+                ("ConnectorToken", "apono-connector-token"),
+            ],
+            None,
         ),
         (
             &[("ConnectorMode", "Existing")],
@@ -758,5 +777,65 @@ fn every_arn_the_stack_makes_is_in_the_partition_it_is_deployed_in() {
             checked += arns.len();
         }
         assert!(checked > 100, "{region}: only {checked} ARNs seen");
+    }
+}
+
+/// Where a template refers to a parameter: `Ref`, or `${Name}` in a `Fn::Sub` string.
+fn references_to(value: &Value, name: &str, at: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                let here = format!("{at}/{key}");
+                if key == "Ref" && v == name {
+                    out.push(here.clone());
+                }
+                if key == "Fn::Sub" {
+                    let text = v.as_str().or(v[0].as_str()).unwrap_or_default();
+                    if text.contains(&format!("${{{name}}}")) {
+                        out.push(here.clone());
+                    }
+                }
+                references_to(v, name, &here, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                references_to(v, name, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A token given as a NoEcho parameter goes into the stack's own secret and nowhere else: no
+/// other resource property (which CloudFormation would show and pass on, as in a custom
+/// resource's event), no output, no metadata.
+#[test]
+fn a_token_parameter_reaches_only_its_secret() {
+    let t = template();
+    for (parameter, secret) in [
+        ("AponoApiToken", "AponoApiTokenSecret"),
+        ("ConnectorToken", "ConnectorTokenSecret"),
+    ] {
+        assert_eq!(t["Parameters"][parameter]["NoEcho"], true, "{parameter}");
+        let mut found = Vec::new();
+        for section in ["Resources", "Outputs", "Metadata"] {
+            references_to(&t[section], parameter, section, &mut found);
+        }
+        assert_eq!(
+            found,
+            [format!(
+                "Resources/{secret}/Properties/SecretString/{}",
+                match parameter {
+                    "AponoApiToken" => "Ref",
+                    _ => "Fn::Sub",
+                }
+            )],
+            "{parameter}"
+        );
+        assert_eq!(
+            t["Resources"][secret]["Type"],
+            "AWS::SecretsManager::Secret"
+        );
     }
 }

@@ -96,7 +96,7 @@ impl AponoClient {
             StatusCode::NOT_FOUND => return Ok(Attempt::Answered(None)),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(AponoError::Rejected {
-                    parameter: self.token_parameter.clone(),
+                    at: self.token_at.clone(),
                     status: status.as_u16(),
                 })
             }
