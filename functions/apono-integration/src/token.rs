@@ -34,7 +34,7 @@ pub enum TokenError {
     #[error("{at} is empty: store the Apono API token in it")]
     Empty { at: TokenAt },
     #[error("cannot read {at}: {source} (one encrypted with a customer managed KMS key also needs kms:Decrypt)")]
-    Api { at: TokenAt, source: ApiError },
+    Api { at: TokenAt, source: Box<ApiError> },
 }
 
 pub trait TokenSource: Send + Sync + 'static {
@@ -70,7 +70,7 @@ impl AwsTokens {
                     Some("ParameterNotFound") => TokenError::NotFound { name: name.into() },
                     _ => TokenError::Api {
                         at: TokenAt::Parameter(name.into()),
-                        source: err,
+                        source: Box::new(err),
                     },
                 }
             })?;
@@ -92,7 +92,7 @@ impl AwsTokens {
                     }
                     _ => TokenError::Api {
                         at: TokenAt::Secret(arn.into()),
-                        source: err,
+                        source: Box::new(err),
                     },
                 }
             })?;
