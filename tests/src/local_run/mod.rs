@@ -139,13 +139,15 @@ pub async fn run(options: &Options) -> Report {
             mode: "Deploy",
             targeting: Targeting::OneBrokenAccount,
             account_roles: false,
+            managed_connector: false,
             tokens_as_parameters: false,
         },
         Scenario {
             scope: "Organization",
             mode: "Existing",
             targeting: Targeting::FirstOuLessOne,
-            account_roles: true,
+            account_roles: false,
+            managed_connector: true,
             tokens_as_parameters: false,
         },
         Scenario {
@@ -157,6 +159,7 @@ pub async fn run(options: &Options) -> Report {
         Scenario {
             scope: "Account",
             mode: "Existing",
+            account_roles: true,
             ..Default::default()
         },
     ];

@@ -15,6 +15,9 @@ pub(super) struct Scenario {
     pub(super) targeting: Targeting,
     /// `EksAccessPrincipal` AccountRole: each account's Apono role gets the entries there.
     pub(super) account_roles: bool,
+    /// Apono's managed connector: its role lives in Apono's account, outside the organization,
+    /// and the Apono roles trust it only with an external ID.
+    pub(super) managed_connector: bool,
     /// Both tokens given as NoEcho parameters (the stack keeps them in secrets of its own)
     /// instead of a secret and an SSM parameter made beforehand.
     pub(super) tokens_as_parameters: bool,
@@ -34,6 +37,10 @@ pub(super) enum Targeting {
     /// lets the rollout pass it.
     OneBrokenAccount,
 }
+
+/// The account Apono's managed connector runs in: outside the organization.
+const MANAGED_CONNECTOR_ACCOUNT: &str = "999988887777";
+const MANAGED_EXTERNAL_ID: &str = "apono-tenant-4f2a9c";
 
 /// Someone else's role in the broken account, named as the member stack's Apono role.
 /// (`apono-cross-account-` and [`CONNECTOR_ID`]).
@@ -70,6 +77,9 @@ impl Scenario {
                 .map(|(k, v)| (k.to_string(), v.to_string())),
             ),
             _ => p.push(("ConnectorRoleArn".into(), connector_role.into())),
+        }
+        if self.managed_connector {
+            p.push(("ConnectorExternalId".into(), MANAGED_EXTERNAL_ID.into()));
         }
         if self.tokens_as_parameters {
             p.retain(|(k, _)| k != "ConnectorTokenSecretArn");
@@ -149,7 +159,12 @@ pub(super) async fn lifecycle(
         w.apono.add_connector(CONNECTOR_ID, "CONNECTED");
     }
     let mgmt = w.org.management_account_id.clone();
-    let v1 = role(&mgmt, "apono-connector-v1");
+    // The connector's account: this one, or Apono's for its managed connector.
+    let connector_account = match scenario.managed_connector {
+        true => MANAGED_CONNECTOR_ACCOUNT.to_string(),
+        false => mgmt.clone(),
+    };
+    let v1 = role(&connector_account, "apono-connector-v1");
     if failures_too {
         failing_stacks(report, &w, &cloud, template, scenario, &tag, &v1, seed).await;
     }
@@ -168,7 +183,7 @@ pub(super) async fn lifecycle(
         tag,
     };
     let principal = steps.create(&v1).await;
-    let v2 = role(&mgmt, "apono-connector-v2");
+    let v2 = role(&connector_account, "apono-connector-v2");
     let new_principal = steps.update(&principal, &v1, &v2).await;
     steps.no_op_update(&v2).await;
     let mut principals = steps.principals(&new_principal);
@@ -270,7 +285,9 @@ impl Steps<'_> {
     fn principal_in(&self, account: &str, connector: &str) -> String {
         match self.scenario.account_roles {
             false => connector.to_string(),
-            true if account == self.w.org.management_account_id => {
+            true if account == self.w.org.management_account_id
+                && self.scenario.scope == "Organization" =>
+            {
                 role(account, &format!("apono-management-{CONNECTOR_ID}"))
             }
             true => role(account, &format!("apono-cross-account-{CONNECTOR_ID}")),
@@ -293,6 +310,50 @@ impl Steps<'_> {
     fn entries_for(&self, connector: &str) -> usize {
         let principals = self.principals(connector);
         principals.iter().map(|p| self.w.ours(p)).sum()
+    }
+
+    /// With a managed connector, every Apono role (this account's and each member's) trusts
+    /// exactly its role from outside the organization, and only with the external ID.
+    async fn check_trust(&mut self, connector: &str) {
+        if !self.scenario.managed_connector {
+            return;
+        }
+        let mut documents = Vec::new();
+        for account in &self.reached {
+            let (iam, name) = match *account == self.w.org.management_account_id {
+                true => (self.cloud.iam(), format!("apono-management-{CONNECTOR_ID}")),
+                false => (
+                    self.cloud.member_iam(account).await,
+                    format!("apono-cross-account-{CONNECTOR_ID}"),
+                ),
+            };
+            let trust = iam
+                .get_role()
+                .role_name(&name)
+                .send()
+                .await
+                .ok()
+                .and_then(|r| r.role)
+                .and_then(|r| r.assume_role_policy_document)
+                .map(|d| {
+                    url::form_urlencoded::parse(d.as_bytes())
+                        .map(|(k, v)| format!("{k}{v}"))
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            documents.push(trust);
+        }
+        let trusted = documents
+            .iter()
+            .all(|trust| trust.contains(connector) && trust.contains(MANAGED_EXTERNAL_ID));
+        self.report.check(
+            &format!(
+                "{}: every Apono role trusts the connector outside the organization, with its external ID",
+                self.tag
+            ),
+            trusted && documents.len() == self.reached.len(),
+            format!("{} roles checked", documents.len()),
+        );
     }
 
     /// The member roles went where the scenario targets, the failed instance is named, and the
@@ -377,6 +438,7 @@ impl Steps<'_> {
             format!("{ours} of ours"),
         );
         self.check_reach();
+        self.check_trust(&principal).await;
         let last = &self.reached[self.reached.len() - 1];
         let principal_there = self.principal_in(last, &principal);
         let principals = self.principals(&principal);
