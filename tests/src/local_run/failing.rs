@@ -29,11 +29,11 @@ pub(super) async fn failing_stacks(
         ..Default::default()
     }
     .parameters(v1, "");
-    p.retain(|(k, _)| k != "VpcId");
+    p.retain(|(k, _)| k != "SubnetIds");
     let status = refused.create(cloud, &borrowed(&p), seed).await;
     report.check(
-        &format!("{tag}: rules refuse Deploy mode without VpcId"),
-        matches!(&status, StackStatus::Refused(why) if why.contains("needs VpcId"))
+        &format!("{tag}: rules refuse Deploy mode without SubnetIds"),
+        matches!(&status, StackStatus::Refused(why) if why.contains("needs SubnetIds"))
             && refused.operations.is_empty(),
         status_line(&status),
     );

@@ -274,6 +274,14 @@ impl Steps<'_> {
     fn parameters(&self, connector_role: &str, integration_name: &str) -> Vec<(String, String)> {
         let mut p = self.scenario.parameters(connector_role, integration_name);
         p.extend(self.targets.iter().cloned());
+        if self.scenario.mode == "Deploy" {
+            // The world's subnets; the VPC derived from them, or given and checked.
+            p.retain(|(k, _)| k != "SubnetIds" && k != "VpcId");
+            p.push(("SubnetIds".into(), self.w.subnets.join(",")));
+            if self.scenario.scope == "Organization" {
+                p.push(("VpcId".into(), self.w.vpc.clone()));
+            }
+        }
         if self.scenario.account_roles {
             p.push(("EksAccessPrincipal".into(), "AccountRole".into()));
         }

@@ -41,6 +41,38 @@ pub(super) struct World {
     pub(super) sent: AtomicUsize,
     /// Eligible clusters created after the stack (by the run itself).
     pub(super) added_later: std::cell::Cell<usize>,
+    /// The connector's network in the management account: a VPC and two of its subnets.
+    pub(super) vpc: String,
+    pub(super) subnets: Vec<String>,
+}
+
+/// A VPC with two subnets in moto, as the kit's administrator: the connector's network.
+async fn connector_network(config: &aws_config::SdkConfig) -> (String, Vec<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.20.0.0/16")
+        .send()
+        .await
+        .expect("VPC")
+        .vpc
+        .and_then(|v| v.vpc_id)
+        .expect("VPC ID");
+    let mut subnets = Vec::new();
+    for cidr in ["10.20.1.0/24", "10.20.2.0/24"] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .expect("subnet")
+            .subnet
+            .and_then(|s| s.subnet_id)
+            .expect("subnet ID");
+        subnets.push(subnet);
+    }
+    (vpc, subnets)
 }
 
 impl World {
@@ -74,6 +106,7 @@ impl World {
             .send()
             .await
             .expect("SSM parameter");
+        let (vpc, subnets) = connector_network(&config).await;
         let apono = FakeApono::start(TOKEN).await;
         apono.add_integration("team-x-aws", "aws-account", "team-x-connector");
         let eks = FakeEks::start(&moto.endpoint).await;
@@ -127,6 +160,8 @@ impl World {
             regions,
             sent: AtomicUsize::new(0),
             added_later: std::cell::Cell::new(0),
+            vpc,
+            subnets,
         }
     }
 

@@ -77,7 +77,7 @@ fn rules_use_only_the_functions_cloudformation_allows() {
 fn rule_assertions_stop_an_incomplete_stack_with_their_description() {
     type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
     let cases: &[Case] = &[
-        (&[("ConnectorMode", "Deploy")], Some("needs VpcId")),
+        (&[("ConnectorMode", "Deploy")], Some("needs SubnetIds")),
         (
             &[
                 ("ConnectorMode", "Deploy"),

@@ -7,6 +7,7 @@ mod eks;
 mod iam_enforcement;
 mod local_run;
 mod member_template;
+mod network_info;
 mod org_info;
 mod runtime;
 mod template_contract;

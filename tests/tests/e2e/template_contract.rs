@@ -22,6 +22,9 @@ fn contract(resource_type: &str) -> Option<(Check, &'static [&'static str])> {
             check::<eks_access_entries::EksProps>,
             eks_access_entries::DATA_KEYS,
         )),
+        "Custom::ConnectorNetwork" => {
+            Some((check::<network_info::NetworkProps>, network_info::DATA_KEYS))
+        }
         "Custom::AponoIntegration" => Some((
             check::<apono_integration::AponoProps>,
             apono_integration::DATA_KEYS,
@@ -30,9 +33,14 @@ fn contract(resource_type: &str) -> Option<(Check, &'static [&'static str])> {
     }
 }
 
-/// Scope x connector mode: every combination a user can deploy.
+/// Scope x connector mode: every combination a user can deploy (with what its rules require).
 const RENDERINGS: &[&[(&str, &str)]] = &[
-    &[("Scope", "Organization"), ("ConnectorMode", "Deploy")],
+    &[
+        ("Scope", "Organization"),
+        ("ConnectorMode", "Deploy"),
+        ("SubnetIds", "subnet-0abc12345,subnet-0def67890"),
+        ("ConnectorToken", "apono-connector-token"),
+    ],
     &[
         ("Scope", "Organization"),
         ("ConnectorMode", "Existing"),
@@ -41,7 +49,16 @@ const RENDERINGS: &[&[(&str, &str)]] = &[
             "arn:aws:iam::222222222222:role/apono-connector",
         ),
     ],
-    &[("Scope", "Account"), ("ConnectorMode", "Deploy")],
+    &[
+        ("Scope", "Account"),
+        ("ConnectorMode", "Deploy"),
+        ("SubnetIds", "subnet-0abc12345"),
+        ("VpcId", "vpc-0abc12345"),
+        (
+            "ConnectorTokenSecretArn",
+            "arn:aws:secretsmanager:us-east-1:111111111111:secret:c-AbCdEf",
+        ),
+    ],
     &[
         ("Scope", "Account"),
         ("ConnectorMode", "Existing"),
@@ -85,7 +102,12 @@ fn every_custom_resource_parses_in_every_scope_and_mode_and_every_get_att_key_ex
             }
         }
     }
-    let expected = ["AponoIntegration", "EksAccessEntries", "OrganizationInfo"];
+    let expected = [
+        "AponoIntegration",
+        "ConnectorNetwork",
+        "EksAccessEntries",
+        "OrganizationInfo",
+    ];
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 }
 
