@@ -130,3 +130,32 @@ pub(super) async fn enrolled_by_the_schedule(
         },
     );
 }
+
+/// Removes the policy statement `sid` from every role of `template` (also as a branch of an
+/// `Fn::If`); true if one was there.
+fn remove_statement(template: &mut Value, sid: &str) -> bool {
+    let mut removed = false;
+    for (_, resource) in template["Resources"].as_object_mut().into_iter().flatten() {
+        let policies = resource
+            .get_mut("Properties")
+            .and_then(|p| p.get_mut("Policies"))
+            .and_then(Value::as_array_mut);
+        for policy in policies.into_iter().flatten() {
+            if let Some(statements) = policy["PolicyDocument"]["Statement"].as_array_mut() {
+                let before = statements.len();
+                statements.retain(|s| s["Sid"] != sid);
+                removed |= statements.len() < before;
+                for branches in statements
+                    .iter_mut()
+                    .filter_map(|s| s.get_mut("Fn::If").and_then(Value::as_array_mut))
+                {
+                    for branch in branches.iter_mut().skip(1).filter(|b| b["Sid"] == sid) {
+                        *branch = serde_json::json!({"Ref": "AWS::NoValue"});
+                        removed = true;
+                    }
+                }
+            }
+        }
+    }
+    removed
+}

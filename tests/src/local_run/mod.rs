@@ -14,14 +14,18 @@ use std::time::Instant;
 mod cloud;
 mod failing;
 mod iam;
+mod operation;
 mod provider;
 mod scenario;
 mod stackset;
+mod targeting;
 mod world;
 use cloud::LocalCloud;
 use iam::*;
+use operation::*;
 use scenario::*;
 use stackset::*;
+use targeting::*;
 use world::*;
 
 #[derive(Debug, Clone)]

@@ -23,29 +23,6 @@ pub(super) struct Scenario {
     pub(super) tokens_as_parameters: bool,
 }
 
-/// Which accounts an Organization scenario targets, and what is broken there.
-#[derive(Default, Clone, Copy, PartialEq)]
-pub(super) enum Targeting {
-    /// The whole organization.
-    #[default]
-    Everything,
-    /// The first OU only (`OrganizationalUnitIds`), less its last account
-    /// (`ExcludedAccountIds`).
-    FirstOuLessOne,
-    /// The whole organization, where one member account already holds a role of the name the
-    /// member stack makes: its stack instance fails, and a failure tolerance of one in three
-    /// lets the rollout pass it.
-    OneBrokenAccount,
-}
-
-/// The account Apono's managed connector runs in: outside the organization.
-const MANAGED_CONNECTOR_ACCOUNT: &str = "999988887777";
-const MANAGED_EXTERNAL_ID: &str = "apono-tenant-4f2a9c";
-
-/// Someone else's role in the broken account, named as the member stack's Apono role.
-/// (`apono-cross-account-` and [`CONNECTOR_ID`]).
-pub(super) const CLASHING_ROLE: &str = "apono-cross-account-local-connector";
-
 impl Scenario {
     pub(super) fn parameters(
         &self,
@@ -88,35 +65,6 @@ impl Scenario {
         }
         p
     }
-}
-
-/// Removes the policy statement `sid` from every role of `template` (also as a branch of an
-/// `Fn::If`); true if one was there.
-pub(super) fn remove_statement(template: &mut Value, sid: &str) -> bool {
-    let mut removed = false;
-    for (_, resource) in template["Resources"].as_object_mut().into_iter().flatten() {
-        let policies = resource
-            .get_mut("Properties")
-            .and_then(|p| p.get_mut("Policies"))
-            .and_then(Value::as_array_mut);
-        for policy in policies.into_iter().flatten() {
-            if let Some(statements) = policy["PolicyDocument"]["Statement"].as_array_mut() {
-                let before = statements.len();
-                statements.retain(|s| s["Sid"] != sid);
-                removed |= statements.len() < before;
-                for branches in statements
-                    .iter_mut()
-                    .filter_map(|s| s.get_mut("Fn::If").and_then(Value::as_array_mut))
-                {
-                    for branch in branches.iter_mut().skip(1).filter(|b| b["Sid"] == sid) {
-                        *branch = serde_json::json!({"Ref": "AWS::NoValue"});
-                        removed = true;
-                    }
-                }
-            }
-        }
-    }
-    removed
 }
 
 pub(super) fn borrowed(p: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -202,71 +150,18 @@ pub(super) async fn lifecycle(
 }
 
 /// One scenario's stack and what its steps check against.
-struct Steps<'a> {
-    report: &'a mut Report,
-    w: &'a World,
-    cloud: &'a LocalCloud<'a>,
-    stack: Stack,
-    scenario: &'a Scenario,
-    seed: u64,
+pub(super) struct Steps<'a> {
+    pub(super) report: &'a mut Report,
+    pub(super) w: &'a World,
+    pub(super) cloud: &'a LocalCloud<'a>,
+    pub(super) stack: Stack,
+    pub(super) scenario: &'a Scenario,
+    pub(super) seed: u64,
     /// Accounts the stack reaches (member roles deployed, or its own).
-    reached: Vec<String>,
+    pub(super) reached: Vec<String>,
     /// The targeting parameters of the scenario.
-    targets: Vec<(String, String)>,
-    tag: String,
-}
-
-/// The accounts a scenario reaches and the parameters that target them; a broken account is
-/// made broken here.
-async fn reach(w: &World, scenario: &Scenario) -> (Vec<String>, Vec<(String, String)>) {
-    let mgmt = w.org.management_account_id.clone();
-    let members = &w.org.member_account_ids;
-    if scenario.scope != "Organization" {
-        return (vec![mgmt], Vec::new());
-    }
-    match scenario.targeting {
-        Targeting::Everything => (w.accounts.clone(), Vec::new()),
-        Targeting::FirstOuLessOne => {
-            // Members are spread over the OUs in turn (`seed_organization`).
-            let in_first: Vec<&String> = members.iter().step_by(w.org.ou_ids.len()).collect();
-            let excluded = in_first
-                .last()
-                .expect("a member in the first OU")
-                .to_string();
-            let mut reached = vec![mgmt];
-            reached.extend(
-                in_first
-                    .iter()
-                    .map(|a| a.to_string())
-                    .filter(|a| *a != excluded),
-            );
-            let targets = vec![
-                ("OrganizationalUnitIds".into(), w.org.ou_ids[0].clone()),
-                ("ExcludedAccountIds".into(), excluded),
-            ];
-            (reached, targets)
-        }
-        Targeting::OneBrokenAccount => {
-            let broken = &members[0];
-            let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-            let admin = w.moto.sdk_config();
-            aws_sdk_iam::Client::new(&crate::org::assume_member(&w.moto, &admin, broken).await)
-                .create_role()
-                .role_name(CLASHING_ROLE)
-                .assume_role_policy_document(trust)
-                .send()
-                .await
-                .expect("someone else's role");
-            let reached = w
-                .accounts
-                .iter()
-                .filter(|a| *a != broken)
-                .cloned()
-                .collect();
-            let targets = vec![("StackSetFailureTolerancePercentage".into(), "34".into())];
-            (reached, targets)
-        }
-    }
+    pub(super) targets: Vec<(String, String)>,
+    pub(super) tag: String,
 }
 
 impl Steps<'_> {
@@ -290,7 +185,7 @@ impl Steps<'_> {
 
     /// The principal of the entries in `account`: the connector role, or the account's own
     /// Apono role.
-    fn principal_in(&self, account: &str, connector: &str) -> String {
+    pub(super) fn principal_in(&self, account: &str, connector: &str) -> String {
         match self.scenario.account_roles {
             false => connector.to_string(),
             true if account == self.w.org.management_account_id
@@ -318,96 +213,6 @@ impl Steps<'_> {
     fn entries_for(&self, connector: &str) -> usize {
         let principals = self.principals(connector);
         principals.iter().map(|p| self.w.ours(p)).sum()
-    }
-
-    /// With a managed connector, every Apono role (this account's and each member's) trusts
-    /// exactly its role from outside the organization, and only with the external ID.
-    async fn check_trust(&mut self, connector: &str) {
-        if !self.scenario.managed_connector {
-            return;
-        }
-        let mut documents = Vec::new();
-        for account in &self.reached {
-            let (iam, name) = match *account == self.w.org.management_account_id {
-                true => (self.cloud.iam(), format!("apono-management-{CONNECTOR_ID}")),
-                false => (
-                    self.cloud.member_iam(account).await,
-                    format!("apono-cross-account-{CONNECTOR_ID}"),
-                ),
-            };
-            let trust = iam
-                .get_role()
-                .role_name(&name)
-                .send()
-                .await
-                .ok()
-                .and_then(|r| r.role)
-                .and_then(|r| r.assume_role_policy_document)
-                .map(|d| {
-                    url::form_urlencoded::parse(d.as_bytes())
-                        .map(|(k, v)| format!("{k}{v}"))
-                        .collect::<String>()
-                })
-                .unwrap_or_default();
-            documents.push(trust);
-        }
-        let trusted = documents
-            .iter()
-            .all(|trust| trust.contains(connector) && trust.contains(MANAGED_EXTERNAL_ID));
-        self.report.check(
-            &format!(
-                "{}: every Apono role trusts the connector outside the organization, with its external ID",
-                self.tag
-            ),
-            trusted && documents.len() == self.reached.len(),
-            format!("{} roles checked", documents.len()),
-        );
-    }
-
-    /// The member roles went where the scenario targets, the failed instance is named, and the
-    /// EKS resource counts no account outside the targets as unreachable.
-    fn check_reach(&mut self) {
-        if self.scenario.scope != "Organization" {
-            return;
-        }
-        let tag = self.tag.clone();
-        let reports = self.cloud.stack_set_reports.borrow();
-        let Some(last) = reports.last() else {
-            self.report
-                .check(&format!("{tag}: StackSet ran"), false, "no operation");
-            return;
-        };
-        let mgmt = &self.w.org.management_account_id;
-        let members_reached = self.reached.iter().filter(|a| *a != mgmt).count();
-        let unreachable = self
-            .stack
-            .attribute("EksAccessEntries", "Unreachable")
-            .unwrap_or_default();
-        let (ok, expected_unreachable) = match self.scenario.targeting {
-            Targeting::Everything => (
-                last.accounts == members_reached && last.failed.is_empty(),
-                0,
-            ),
-            Targeting::FirstOuLessOne => (
-                last.accounts == members_reached && last.failed.is_empty(),
-                0,
-            ),
-            Targeting::OneBrokenAccount => (
-                last.accounts == members_reached + 1
-                    && last.failed.len() == 1
-                    && last.failed[0].1.contains("already exists")
-                    && last.succeeded(),
-                self.w.regions.len(),
-            ),
-        };
-        self.report.check(
-            &format!("{tag}: member roles reach the targeted accounts, failures named"),
-            ok && unreachable == expected_unreachable.to_string(),
-            format!(
-                "StackSet: {}; EKS unreachable pairs: {unreachable}",
-                last.summary()
-            ),
-        );
     }
 
     /// Create with connector role `v1`; the principal its entries name.

@@ -1,8 +1,11 @@
 //! The StackSet's member stacks, rendered from its own template in every target account.
 
 use super::*;
+use crate::deploy::{Complete, Failure};
 use crate::template::{substitute, Rendering};
 use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -72,152 +75,6 @@ pub(super) async fn deploy_member_stack(
     Ok(())
 }
 
-/// How a StackSet operation paces its accounts in a region, as CloudFormation documents
-/// `StackSetOperationPreferences`: percentages round down (a concurrency of 0 becomes 1);
-/// STRICT_FAILURE_TOLERANCE (the default) runs at most tolerance + 1 accounts at once, less
-/// as failures accrue; SOFT_FAILURE_TOLERANCE keeps the full concurrency. Once more accounts
-/// than the tolerance have failed, no new account is started and the operation fails.
-/// <https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_StackSetOperationPreferences.html>
-#[derive(Debug, Clone, PartialEq)]
-pub struct OperationPreferences {
-    pub max_concurrent: Share,
-    pub failure_tolerance: Share,
-    pub soft: bool,
-}
-
-/// A count, or a percentage of the accounts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Share {
-    Count(usize),
-    Percent(usize),
-}
-
-impl Share {
-    fn of(self, accounts: usize) -> usize {
-        match self {
-            Share::Count(n) => n,
-            Share::Percent(p) => accounts * p / 100,
-        }
-    }
-}
-
-impl OperationPreferences {
-    /// From the resource's `OperationPreferences` (absent: one account at a time, none may fail).
-    pub fn from_props(prefs: &Value) -> Self {
-        let number = |key: &str| {
-            prefs[key]
-                .as_u64()
-                .or_else(|| prefs[key].as_str().and_then(|s| s.parse().ok()))
-                .map(|n| n as usize)
-        };
-        let share = |count: &str, percent: &str, default| match (number(count), number(percent)) {
-            (Some(n), _) => Share::Count(n),
-            (None, Some(p)) => Share::Percent(p),
-            (None, None) => default,
-        };
-        OperationPreferences {
-            max_concurrent: share(
-                "MaxConcurrentCount",
-                "MaxConcurrentPercentage",
-                Share::Count(1),
-            ),
-            failure_tolerance: share(
-                "FailureToleranceCount",
-                "FailureTolerancePercentage",
-                Share::Count(0),
-            ),
-            soft: prefs["ConcurrencyMode"] == "SOFT_FAILURE_TOLERANCE",
-        }
-    }
-
-    pub fn tolerance(&self, accounts: usize) -> usize {
-        self.failure_tolerance.of(accounts)
-    }
-
-    /// How many accounts the next wave may start, `failed` having failed so far.
-    pub fn next_wave(&self, accounts: usize, failed: usize) -> usize {
-        let tolerance = self.tolerance(accounts);
-        if failed > tolerance {
-            return 0;
-        }
-        let max = self.max_concurrent.of(accounts).max(1);
-        match self.soft {
-            true => max,
-            false => max.min(tolerance + 1 - failed),
-        }
-    }
-}
-
-/// What one StackSet operation did in its region.
-#[derive(Debug, Default)]
-pub struct OperationReport {
-    pub accounts: usize,
-    pub waves: usize,
-    pub tolerance: usize,
-    /// (account, reason), in the order they failed.
-    pub failed: Vec<(String, String)>,
-    /// Accounts never started because the operation stopped.
-    pub not_started: usize,
-}
-
-impl OperationReport {
-    pub fn succeeded(&self) -> bool {
-        self.failed.len() <= self.tolerance && self.not_started == 0
-    }
-
-    pub fn summary(&self) -> String {
-        let mut line = format!(
-            "{} accounts in {} wave(s), {} failed (tolerance {})",
-            self.accounts,
-            self.waves,
-            self.failed.len(),
-            self.tolerance
-        );
-        if self.not_started > 0 {
-            line.push_str(&format!(", {} not started", self.not_started));
-        }
-        for (account, reason) in &self.failed {
-            line.push_str(&format!("; {account}: {reason}"));
-        }
-        line
-    }
-}
-
-/// Runs `deploy` on every account in waves paced by `prefs`.
-pub async fn run_operation<F, Fut>(
-    accounts: &[String],
-    prefs: &OperationPreferences,
-    deploy: F,
-) -> OperationReport
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let mut report = OperationReport {
-        accounts: accounts.len(),
-        tolerance: prefs.tolerance(accounts.len()),
-        ..Default::default()
-    };
-    let mut next = 0;
-    while next < accounts.len() {
-        let size = prefs.next_wave(accounts.len(), report.failed.len());
-        if size == 0 {
-            break;
-        }
-        let wave = &accounts[next..(next + size).min(accounts.len())];
-        next += wave.len();
-        report.waves += 1;
-        let results = futures::future::join_all(wave.iter().map(|a| deploy(a.clone()))).await;
-        for (account, result) in wave.iter().zip(results) {
-            if let Err(reason) = result {
-                report.failed.push((account.clone(), reason));
-            }
-        }
-    }
-    report.not_started = accounts.len() - next;
-    report
-}
-
 /// A file holding `text`, removed when dropped.
 pub(super) struct TempFile(PathBuf);
 
@@ -244,82 +101,198 @@ pub(super) fn tempfile_with(text: &str) -> Result<TempFile, String> {
     Ok(TempFile(path))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn accounts(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("{i:012}")).collect()
-    }
-
-    #[test]
-    fn percentages_round_down_and_concurrency_is_at_least_one() {
-        let prefs = OperationPreferences::from_props(&json!({
-            "MaxConcurrentPercentage": 25, "FailureTolerancePercentage": 10,
-            "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE"}));
-        assert_eq!(prefs.tolerance(1000), 100);
-        assert_eq!(prefs.next_wave(1000, 0), 250);
-        assert_eq!(prefs.tolerance(3), 0);
-        assert_eq!(prefs.next_wave(3, 0), 1);
-    }
-
-    #[test]
-    fn strict_mode_runs_at_most_tolerance_plus_one_and_slows_as_accounts_fail() {
-        let prefs = OperationPreferences::from_props(&json!({
-            "MaxConcurrentPercentage": 100, "FailureTolerancePercentage": 10}));
-        assert_eq!(prefs.next_wave(1000, 0), 101);
-        assert_eq!(prefs.next_wave(1000, 60), 41);
-        assert_eq!(prefs.next_wave(1000, 101), 0);
-    }
-
-    #[tokio::test]
-    async fn the_defaults_deploy_a_thousand_accounts_in_one_wave_past_a_handful_of_broken_ones() {
-        let prefs = OperationPreferences::from_props(&json!({
-            "MaxConcurrentPercentage": "100", "FailureTolerancePercentage": "10",
-            "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE"}));
-        let all = accounts(1000);
-        let broken = |a: &str| a.ends_with("7") && a < "000000000100";
-        let report = run_operation(&all, &prefs, |a| async move {
-            match broken(&a) {
-                true => Err("role already exists".to_string()),
-                false => Ok(()),
+/// The StackSet resource: its member stacks in the target accounts, paced as CloudFormation
+/// paces an operation ([`run_operation`]).
+impl LocalCloud<'_> {
+    /// The StackSet, as CloudFormation runs it: its template body, rendered with its
+    /// parameters in each account of the target OUs (never the management account, where
+    /// service-managed StackSets do not deploy), the roles and policies created there.
+    pub(super) async fn stack_set(&self, props: &Value) -> Result<Complete, Failure> {
+        let fail = |reason: String| Failure {
+            physical_id: None,
+            reason,
+        };
+        let name = props["StackSetName"]
+            .as_str()
+            .unwrap_or("apono-member-roles");
+        let physical_id = format!("{name}:local");
+        let parameters: Vec<(String, String)> = props["Parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["ParameterKey"].as_str().unwrap_or_default().to_string(),
+                    p["ParameterValue"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let parameters: Vec<(&str, &str)> = parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // CloudFormation takes a service-managed StackSet as SELF only from the management
+        // account (where the local deploy runs), as DELEGATED_ADMIN only from a registered
+        // delegated administrator.
+        if let Some(call_as) = props["CallAs"].as_str().filter(|c| *c != "SELF") {
+            return Err(fail(format!(
+                "CallAs {call_as} is refused from the management account {}",
+                self.account()
+            )));
+        }
+        let targets = &props["StackInstancesGroup"][0]["DeploymentTargets"];
+        let accounts = self.target_accounts(targets).await.map_err(fail)?;
+        let body =
+            tempfile_with(props["TemplateBody"].as_str().unwrap_or_default()).map_err(fail)?;
+        let template = crate::template::template_json_at(body.path());
+        let prefs = OperationPreferences::from_props(&props["OperationPreferences"]);
+        let made = RefCell::new(Vec::new());
+        let report = run_operation(&accounts, &prefs, |account| {
+            let (template, parameters, made) = (&template, &parameters, &made);
+            async move {
+                let iam = self.member_iam(&account).await;
+                let mut r = Rendering::in_account(template, parameters, &account);
+                let mut mine = Vec::new();
+                let result = deploy_member_stack(&iam, template, &mut r, &account, &mut mine).await;
+                if result.is_err() {
+                    // A stack instance whose Create fails rolls its stack back.
+                    for (_, role) in mine.drain(..) {
+                        let _ = delete_role(&iam, &role).await;
+                    }
+                }
+                made.borrow_mut().extend(mine);
+                result
             }
         })
         .await;
-        assert_eq!((report.waves, report.failed.len()), (1, 10));
-        assert!(report.succeeded(), "{}", report.summary());
-        // CloudFormation's own default (strict, 1 at a time, none may fail) stops at the first.
-        let strict = OperationPreferences::from_props(&json!({}));
-        let report = run_operation(&all, &strict, |a| async move {
-            match broken(&a) {
-                true => Err("role already exists".to_string()),
-                false => Ok(()),
-            }
+        println!("         StackSet {name}: {}", report.summary());
+        // Whatever was made is the StackSet's, for its Delete (and a failed Create's rollback).
+        self.stack_set_roles
+            .borrow_mut()
+            .insert(physical_id.clone(), made.into_inner());
+        let succeeded = report.succeeded();
+        self.stack_set_reports.borrow_mut().push(report);
+        if !succeeded {
+            let report = self.stack_set_reports.borrow();
+            return Err(Failure {
+                physical_id: Some(physical_id.clone()),
+                reason: format!(
+                    "StackSet operation failed: {}",
+                    report
+                        .last()
+                        .map(OperationReport::summary)
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        Ok(Complete {
+            physical_id: physical_id.clone(),
+            attributes: BTreeMap::from([("StackSetId".to_string(), physical_id)]),
         })
-        .await;
-        assert_eq!((report.waves, report.failed.len()), (8, 1));
-        assert!(!report.succeeded());
-        assert_eq!(report.not_started, 992);
     }
 
-    #[tokio::test]
-    async fn failures_beyond_the_tolerance_stop_the_operation_and_name_each_account() {
-        let prefs = OperationPreferences::from_props(&json!({
-            "MaxConcurrentCount": 2, "FailureToleranceCount": 1,
-            "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE"}));
-        let report = run_operation(&accounts(10), &prefs, |a| async move {
-            match a.as_str() {
-                "000000000000" | "000000000003" => Err(format!("broken {a}")),
-                _ => Ok(()),
-            }
-        })
-        .await;
-        assert_eq!(report.waves, 2);
-        assert_eq!(report.not_started, 6);
-        assert!(!report.succeeded());
-        assert!(report
-            .summary()
-            .contains("000000000003: broken 000000000003"));
+    /// The accounts a StackSet's `DeploymentTargets` name: those in its OUs (and every OU
+    /// below them), with `AccountFilterType` DIFFERENCE less its `Accounts`; the management
+    /// account never.
+    pub(super) async fn target_accounts(&self, targets: &Value) -> Result<Vec<String>, String> {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut accounts = self
+            .accounts_under(&strings(&targets["OrganizationalUnitIds"]))
+            .await?;
+        let listed = strings(&targets["Accounts"]);
+        match targets["AccountFilterType"].as_str().unwrap_or("NONE") {
+            "NONE" => {}
+            "DIFFERENCE" => accounts.retain(|a| !listed.contains(a)),
+            "INTERSECTION" => accounts.retain(|a| listed.contains(a)),
+            other => return Err(format!("AccountFilterType {other} is not modelled here")),
+        }
+        Ok(accounts)
+    }
+
+    /// The accounts in the target OUs and every OU below them, the management account left out.
+    pub(super) async fn accounts_under(&self, targets: &[String]) -> Result<Vec<String>, String> {
+        let orgs = aws_sdk_organizations::Client::new(&self.world.moto.sdk_config());
+        let mut accounts = Vec::new();
+        let mut parents: Vec<String> = targets.to_vec();
+        while let Some(parent) = parents.pop() {
+            let listed = orgs
+                .list_accounts_for_parent()
+                .parent_id(&parent)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "ListAccountsForParent {parent}: {:?}",
+                        e.into_service_error()
+                    )
+                })?;
+            accounts.extend(listed.accounts().iter().filter_map(|a| a.id.clone()));
+            let children = orgs
+                .list_organizational_units_for_parent()
+                .parent_id(&parent)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "ListOrganizationalUnitsForParent {parent}: {:?}",
+                        e.into_service_error()
+                    )
+                })?;
+            parents.extend(
+                children
+                    .organizational_units()
+                    .iter()
+                    .filter_map(|ou| ou.id.clone()),
+            );
+        }
+        accounts.retain(|a| *a != self.world.org.management_account_id);
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
+    }
+
+    /// Roles in the member accounts other than the one AWS Organizations made.
+    pub(super) async fn member_roles(&self) -> Vec<String> {
+        let mut roles = Vec::new();
+        for account in &self.world.org.member_account_ids {
+            let listed = self
+                .member_iam(account)
+                .await
+                .list_roles()
+                .send()
+                .await
+                .map(|r| r.roles)
+                .unwrap_or_default();
+            roles.extend(
+                listed
+                    .into_iter()
+                    .map(|r| r.role_name)
+                    .filter(|name| name != "OrganizationAccountAccessRole")
+                    .map(|name| format!("{account}/{name}")),
+            );
+        }
+        roles
+    }
+
+    /// Deletes what the StackSet made in every member account, as CloudFormation does when
+    /// the resource is deleted.
+    pub(super) async fn delete_stack_set(&self, physical_id: &str) -> Result<(), String> {
+        let made = self
+            .stack_set_roles
+            .borrow_mut()
+            .remove(physical_id)
+            .unwrap_or_default();
+        for (account, role) in made {
+            delete_role(&self.member_iam(&account).await, &role)
+                .await
+                .map_err(|e| format!("{e} in {account}"))?;
+        }
+        Ok(())
     }
 }
