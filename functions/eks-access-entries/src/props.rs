@@ -70,6 +70,12 @@ pub struct EksProps {
 impl Properties for EksProps {
     fn validate(&self) -> Result<(), PropertyError> {
         principal_arn(&self.principal_arn).map_err(|m| PropertyError::new("PrincipalArn", m))?;
+        if Partition::of_arn(&self.principal_arn).is_none() {
+            return Err(PropertyError::new(
+                "PrincipalArn",
+                "its partition is none of aws, aws-cn and aws-us-gov",
+            ));
+        }
         if let Some(own) = &self.own_account_principal_arn {
             ids::iam_role_arn(own).map_err(|m| PropertyError::new("OwnAccountPrincipalArn", m))?;
         }
@@ -140,7 +146,7 @@ impl EksProps {
         }
     }
 
-    /// The principal's partition: the entries are made in it.
+    /// The principal's partition (validated to be one of the three): the entries are made in it.
     fn partition(&self) -> Partition {
         Partition::of_arn(&self.principal_arn).unwrap_or(Partition::Aws)
     }
@@ -231,6 +237,14 @@ mod tests {
         );
         assert!(principal_arn("arn:aws:iam::123456789012:role/{account}").is_err());
         assert!(principal_arn("arn:aws:iam::{account}:user/x").is_err());
+    }
+
+    #[test]
+    fn a_principal_in_an_unknown_partition_is_refused() {
+        let err = props("arn:aws-iso:iam::123456789012:role/apono", None)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.property, "PrincipalArn");
     }
 
     #[test]
