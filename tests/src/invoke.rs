@@ -54,6 +54,15 @@ impl<R: CustomResource, C: Continuation> Invoker<R, C> {
             )
             .await
     }
+
+    /// One invocation, and the one answer `rx` received for it (asserted to be exactly one).
+    pub async fn answer(&self, rx: &crate::receiver::Receiver, event: impl Into<Value>) -> Value {
+        let before = rx.accepted().len();
+        self.invoke(event).await.unwrap();
+        let sent = rx.accepted();
+        assert_eq!(sent.len(), before + 1, "exactly one response per event");
+        sent.last().unwrap().json()
+    }
 }
 
 impl From<crate::events::Event> for Value {

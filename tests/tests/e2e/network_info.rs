@@ -1,7 +1,6 @@
 //! Custom::ConnectorNetwork against moto's EC2 through the real SDK, driven by events.
 
 use network_info::NetworkInfo;
-use serde_json::Value;
 use testkit::events::Event;
 use testkit::invoke::Invoker;
 use testkit::moto::Moto;
@@ -31,14 +30,6 @@ async fn vpc_with_subnets(ec2: &aws_sdk_ec2::Client, cidr: &str) -> (String, Vec
     (vpc, subnets)
 }
 
-async fn answer(invoker: &Invoker<NetworkInfo>, rx: &Receiver, event: Event) -> Value {
-    let before = rx.accepted().len();
-    invoker.invoke(event).await.unwrap();
-    let sent = rx.accepted();
-    assert_eq!(sent.len(), before + 1, "exactly one response per event");
-    sent.last().unwrap().json()
-}
-
 /// The VPC is derived from the subnets; subnets of two VPCs, a wrong VpcId or a subnet that
 /// does not exist here fail naming what to fix.
 #[tokio::test]
@@ -55,37 +46,33 @@ async fn the_connector_vpc_is_derived_from_its_subnets_and_checked() {
             .property("VpcId", vpc)
     };
 
-    let body = answer(&invoker, &rx, create("ok", subnets.join(","), "")).await;
+    let body = invoker
+        .answer(&rx, create("ok", subnets.join(","), ""))
+        .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["VpcId"], vpc.as_str());
     assert_eq!(body["PhysicalResourceId"], vpc.as_str());
 
     let mixed = format!("{},{}", subnets[0], other_subnets[0]);
-    let body = answer(&invoker, &rx, create("mixed", mixed, "")).await;
+    let body = invoker.answer(&rx, create("mixed", mixed, "")).await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains("more than one VPC") && reason.contains(&other_vpc),
         "{reason}"
     );
 
-    let body = answer(
-        &invoker,
-        &rx,
-        create("wrong", subnets.join(","), &other_vpc),
-    )
-    .await;
+    let body = invoker
+        .answer(&rx, create("wrong", subnets.join(","), &other_vpc))
+        .await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains(&format!("is not the subnets' VPC {vpc}")),
         "{reason}"
     );
 
-    let body = answer(
-        &invoker,
-        &rx,
-        create("gone", "subnet-0123456789abcdef0".into(), ""),
-    )
-    .await;
+    let body = invoker
+        .answer(&rx, create("gone", "subnet-0123456789abcdef0".into(), ""))
+        .await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains("does not exist in this account and region"),

@@ -1,7 +1,7 @@
 //! Custom::OrganizationInfo against moto through the real SDK, driven by CloudFormation events.
 
 use org_info::OrgInfo;
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::events::Event;
 use testkit::invoke::Invoker;
 use testkit::moto::Moto;
@@ -9,14 +9,6 @@ use testkit::org::{assume_member, seed_organization, MotoOrgApi};
 use testkit::receiver::Receiver;
 
 const TYPE: &str = "Custom::OrganizationInfo";
-
-async fn answer(invoker: &Invoker<OrgInfo<MotoOrgApi>>, rx: &Receiver, event: Event) -> Value {
-    let before = rx.accepted().len();
-    invoker.invoke(event).await.unwrap();
-    let sent = rx.accepted();
-    assert_eq!(sent.len(), before + 1, "exactly one response per event");
-    sent.last().unwrap().json()
-}
 
 #[tokio::test]
 async fn resolves_an_organization_of_65_accounts_across_pages_and_keeps_its_id() {
@@ -26,7 +18,7 @@ async fn resolves_an_organization_of_65_accounts_across_pages_and_keeps_its_id()
     let rx = Receiver::start().await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
 
-    let created = answer(&invoker, &rx, Event::create(TYPE, &rx.url("c"))).await;
+    let created = invoker.answer(&rx, Event::create(TYPE, &rx.url("c"))).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     assert_eq!(created["PhysicalResourceId"], org.organization_id.as_str());
     let data = &created["Data"];
@@ -51,16 +43,13 @@ async fn resolves_an_organization_of_65_accounts_across_pages_and_keeps_its_id()
     let update = Event::update(TYPE, &rx.url("u"), &org.organization_id).properties(json!({
         "OrganizationId": org.organization_id, "RootId": org.root_id,
     }));
-    let updated = answer(&invoker, &rx, update).await;
+    let updated = invoker.answer(&rx, update).await;
     assert_eq!(updated["Status"], "SUCCESS", "{updated}");
     assert_eq!(updated["PhysicalResourceId"], org.organization_id.as_str());
 
-    let deleted = answer(
-        &invoker,
-        &rx,
-        Event::delete(TYPE, &rx.url("d"), &org.organization_id),
-    )
-    .await;
+    let deleted = invoker
+        .answer(&rx, Event::delete(TYPE, &rx.url("d"), &org.organization_id))
+        .await;
     assert_eq!(deleted["Status"], "SUCCESS");
     // Delete touched nothing: the organization is still there.
     let still = aws_sdk_organizations::Client::new(&config)
@@ -85,7 +74,7 @@ async fn member_account_is_refused_with_where_to_deploy_instead() {
     let rx = Receiver::start().await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&member_config)));
 
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("m"))).await;
+    let body = invoker.answer(&rx, Event::create(TYPE, &rx.url("m"))).await;
     assert_eq!(body["Status"], "FAILED");
     let reason = body["Reason"].as_str().unwrap();
     for needle in [
@@ -98,12 +87,12 @@ async fn member_account_is_refused_with_where_to_deploy_instead() {
     }
 
     // Allowed explicitly, the member gets what a member may know.
-    let body = answer(
-        &invoker,
-        &rx,
-        Event::create(TYPE, &rx.url("m2")).property("RequireManagementAccount", "false"),
-    )
-    .await;
+    let body = invoker
+        .answer(
+            &rx,
+            Event::create(TYPE, &rx.url("m2")).property("RequireManagementAccount", "false"),
+        )
+        .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["IsManagementAccount"], "false");
     assert_eq!(body["Data"]["OrganizationId"], org.organization_id.as_str());
@@ -114,7 +103,7 @@ async fn account_outside_any_organization_fails_clearly_and_rollback_succeeds() 
     let moto = Moto::start().await;
     let rx = Receiver::start().await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&moto.sdk_config())));
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("n"))).await;
+    let body = invoker.answer(&rx, Event::create(TYPE, &rx.url("n"))).await;
     assert_eq!(body["Status"], "FAILED");
     let reason = body["Reason"].as_str().unwrap();
     assert!(
@@ -123,7 +112,9 @@ async fn account_outside_any_organization_fails_clearly_and_rollback_succeeds() 
     );
     assert!(reason.contains("Scope=Account"), "{reason}");
     let marker = body["PhysicalResourceId"].as_str().unwrap();
-    let rollback = answer(&invoker, &rx, Event::delete(TYPE, &rx.url("r"), marker)).await;
+    let rollback = invoker
+        .answer(&rx, Event::delete(TYPE, &rx.url("r"), marker))
+        .await;
     assert_eq!(rollback["Status"], "SUCCESS");
 }
 
@@ -135,36 +126,36 @@ async fn overrides_that_do_not_match_show_both_values_and_bad_formats_name_the_p
     let rx = Receiver::start().await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
 
-    let body = answer(
-        &invoker,
-        &rx,
-        Event::create(TYPE, &rx.url("o")).property("OrganizationId", "o-zzzzzzzzzz"),
-    )
-    .await;
+    let body = invoker
+        .answer(
+            &rx,
+            Event::create(TYPE, &rx.url("o")).property("OrganizationId", "o-zzzzzzzzzz"),
+        )
+        .await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains("o-zzzzzzzzzz") && reason.contains(&org.organization_id),
         "{reason}"
     );
 
-    let body = answer(
-        &invoker,
-        &rx,
-        Event::create(TYPE, &rx.url("r")).property("RootId", "r-zzzz"),
-    )
-    .await;
+    let body = invoker
+        .answer(
+            &rx,
+            Event::create(TYPE, &rx.url("r")).property("RootId", "r-zzzz"),
+        )
+        .await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains("r-zzzz") && reason.contains(&org.root_id),
         "{reason}"
     );
 
-    let body = answer(
-        &invoker,
-        &rx,
-        Event::create(TYPE, &rx.url("f")).property("OrganizationId", "my-org"),
-    )
-    .await;
+    let body = invoker
+        .answer(
+            &rx,
+            Event::create(TYPE, &rx.url("f")).property("OrganizationId", "my-org"),
+        )
+        .await;
     let reason = body["Reason"].as_str().unwrap();
     assert!(
         reason.contains("OrganizationId") && reason.contains("my-org"),
@@ -183,19 +174,19 @@ async fn inactive_trusted_access_fails_unless_activation_is_asked_for() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let invoker = Invoker::new(OrgInfo::new(api.clone()));
 
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("t"))).await;
+    let body = invoker.answer(&rx, Event::create(TYPE, &rx.url("t"))).await;
     assert_eq!(body["Status"], "FAILED");
     assert!(body["Reason"]
         .as_str()
         .unwrap()
         .contains("activate-organizations-access"));
 
-    let body = answer(
-        &invoker,
-        &rx,
-        Event::create(TYPE, &rx.url("t2")).property("ActivateStackSetsTrustedAccess", "true"),
-    )
-    .await;
+    let body = invoker
+        .answer(
+            &rx,
+            Event::create(TYPE, &rx.url("t2")).property("ActivateStackSetsTrustedAccess", "true"),
+        )
+        .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["StackSetsTrustedAccess"], "true");
 }
@@ -225,7 +216,9 @@ async fn a_stacksets_delegated_administrator_is_told_to_call_as_delegated_admin(
 
     let config = assume_member(&moto, &management, admin).await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("da"))).await;
+    let body = invoker
+        .answer(&rx, Event::create(TYPE, &rx.url("da")))
+        .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["CallAs"], "DELEGATED_ADMIN");
     assert_eq!(body["Data"]["IsDelegatedAdministrator"], "true");
@@ -236,7 +229,9 @@ async fn a_stacksets_delegated_administrator_is_told_to_call_as_delegated_admin(
 
     let config = assume_member(&moto, &management, other).await;
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&config)));
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("gd"))).await;
+    let body = invoker
+        .answer(&rx, Event::create(TYPE, &rx.url("gd")))
+        .await;
     assert_eq!(body["Status"], "FAILED", "{body}");
     assert!(
         body["Reason"]
@@ -247,6 +242,8 @@ async fn a_stacksets_delegated_administrator_is_told_to_call_as_delegated_admin(
     );
 
     let invoker = Invoker::new(OrgInfo::new(MotoOrgApi::new(&management)));
-    let body = answer(&invoker, &rx, Event::create(TYPE, &rx.url("self"))).await;
+    let body = invoker
+        .answer(&rx, Event::create(TYPE, &rx.url("self")))
+        .await;
     assert_eq!(body["Data"]["CallAs"], "SELF", "{body}");
 }
