@@ -68,6 +68,7 @@ MEMBER = {
     "ConnectorExternalId": "apono-7f3a9c",
     "PermissionsBoundaryArn": f"arn:aws:iam::{ACCOUNT}:policy/org-boundary",
     "OwnerStackId": STACK_ID,
+    "EksEventBusArn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/apono-eks-events-apono-connector-prod",
 }
 PSEUDO = {
     "AWS::AccountId": ACCOUNT,
@@ -82,6 +83,7 @@ ATTRIBUTE_SAMPLES = {
     "RootId": "r-ab12",
     "ManagementAccountId": ACCOUNT,
     "Regions": REGION,
+    "DefaultRegions": REGION,
     "StackSetId": "apono-member-roles:1a2b",
 }
 
@@ -101,6 +103,9 @@ def sample_values(template):
             refs[name] = name
         elif kind in ("AWS::SNS::Topic", "AWS::ECS::TaskDefinition"):
             refs[name] = arn
+        elif kind == "AWS::Events::EventBus":
+            arn = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}"
+            refs[name] = name
         else:
             refs[name] = name
         atts[name] = arn

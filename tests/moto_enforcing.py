@@ -23,6 +23,9 @@ would trip over:
   member account. Here the role gets the same grant, inline.
 * moto's /moto-api/data.json (which the fakes read to learn a caller's role and policies)
   keeps listing a role after it is deleted; here a deleted role leaves that list.
+* moto's /moto-api/data.json dumps every model of every service (megabytes once EC2 has made
+  default VPCs in each account and region), and the fakes read it on every call; here
+  `?service=iam&service=sts` limits it to those services.
 * moto refuses to register a delegated administrator for CloudFormation StackSets
   (member.org.stacksets.cloudformation.amazonaws.com), which AWS Organizations allows; here it
   is allowed. And moto keeps an organization's state with its management account, so a member
@@ -46,6 +49,7 @@ from moto.organizations.models import (
     OrganizationsBackend,
     organizations_backends,
 )
+from moto.moto_api._internal.responses import MotoAPIResponse
 from moto.server import main
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -154,8 +158,42 @@ for _read in (
     "list_organizational_units_for_parent",
     "list_delegated_administrators",
     "list_delegated_services_for_account",
+    "list_parents",
 ):
     setattr(OrganizationsBackend, _read, _from_the_management_account(getattr(OrganizationsBackend, _read)))
+_model_data = MotoAPIResponse.model_data
+
+
+def _model_data_of_the_services_asked(self, request, full_url, headers):
+    from urllib.parse import parse_qs, urlparse
+
+    from moto.core.model_instances import model_data
+
+    wanted = parse_qs(urlparse(full_url).query).get("service")
+    if not wanted:
+        return _model_data(self, request, full_url, headers)
+    results = {}
+    for service in sorted(set(wanted) & set(model_data)):
+        results[service] = {}
+        for name, model in sorted(model_data[service].items()):
+            instances = []
+            for instance in model.instances_tracked:
+                fields = {}
+                for attr in dir(instance):
+                    if attr.startswith("_"):
+                        continue
+                    try:
+                        value = getattr(instance, attr)
+                        json.dumps(value)
+                    except (TypeError, AttributeError, ValueError):
+                        continue
+                    fields[attr] = value
+                instances.append(fields)
+            results[service][name] = instances
+    return 200, {"Content-Type": "application/javascript"}, json.dumps(results)
+
+
+MotoAPIResponse.model_data = _model_data_of_the_services_asked
 access_control.IAMRequest._raise_access_denied = _deny_in_the_protocol_of_the_call
 access_control.IAMRequestBase.check_signature = lambda self: None
 access_control.IAMPolicyStatement._check_element_matches = _check_element_matches

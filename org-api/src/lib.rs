@@ -15,6 +15,25 @@ use aws_sdk_cloudformation::types::{CallAs, OrganizationStatus};
 use custom_resource::aws::ApiError;
 use std::future::Future;
 
+/// A region enabled for the account, and whether it is one every account has (not opt-in:
+/// `ENABLED_BY_DEFAULT`), so that a StackSet instance there cannot fail for being off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnabledRegion {
+    pub name: String,
+    pub by_default: bool,
+}
+
+impl EnabledRegion {
+    /// The names of `regions`, those on by default only when `by_default_only`.
+    pub fn names(regions: &[EnabledRegion], by_default_only: bool) -> Vec<String> {
+        regions
+            .iter()
+            .filter(|r| r.by_default || !by_default_only)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgDescription {
     pub id: String,
@@ -48,7 +67,7 @@ pub trait OrgApi: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Regions enabled for this account (opted in or on by default).
-    fn enabled_regions(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    fn enabled_regions(&self) -> impl Future<Output = Result<Vec<EnabledRegion>, ApiError>> + Send;
 }
 
 /// The real thing, one client per service, built once per process.
@@ -134,6 +153,36 @@ impl AwsOrgApi {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// Whether `account` sits in one of `parents` (OUs or roots), at any depth: its parents
+    /// read one level at a time up to the root, so the cost is the depth of the OU tree (at
+    /// most five OUs in AWS Organizations), not the size of the organization.
+    pub async fn is_under(&self, account: &str, parents: &[String]) -> Result<bool, ApiError> {
+        let mut child = account.to_string();
+        // The root is at most six levels up; a longer walk means an answer that makes no sense.
+        for _ in 0..8 {
+            let answer = self
+                .organizations
+                .list_parents()
+                .child_id(&child)
+                .send()
+                .await
+                .map_err(|e| {
+                    ApiError::from_sdk("organizations:ListParents", e).on(child.clone())
+                })?;
+            let Some(parent) = answer.parents().first().and_then(|p| p.id()) else {
+                return Ok(false);
+            };
+            if parents.iter().any(|p| p == parent) {
+                return Ok(true);
+            }
+            if parent.starts_with("r-") {
+                return Ok(false);
+            }
+            child = parent.to_string();
+        }
+        Ok(false)
     }
 
     /// IDs of the ACTIVE accounts, sorted, every page read.
@@ -272,7 +321,7 @@ impl OrgApi for AwsOrgApi {
         Ok(())
     }
 
-    async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
+    async fn enabled_regions(&self) -> Result<Vec<EnabledRegion>, ApiError> {
         let mut regions = Vec::new();
         let mut pages = self
             .account
@@ -283,11 +332,12 @@ impl OrgApi for AwsOrgApi {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| ApiError::from_sdk("account:ListRegions", e))?;
-            regions.extend(
-                page.regions()
-                    .iter()
-                    .filter_map(|r| r.region_name().map(str::to_string)),
-            );
+            regions.extend(page.regions().iter().filter_map(|r| {
+                Some(EnabledRegion {
+                    name: r.region_name()?.to_string(),
+                    by_default: r.region_opt_status() == Some(&RegionOptStatus::EnabledByDefault),
+                })
+            }));
         }
         Ok(regions)
     }

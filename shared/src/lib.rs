@@ -205,18 +205,20 @@ pub trait CustomResource: Send + Sync + 'static {
         None
     }
 
-    /// The key that marks the function's own events, which are not CloudFormation's (e.g. a
-    /// scheduled run: `{"ScheduledReconcile": {...}}`). `None` (the default): every event is
-    /// CloudFormation's.
-    const OWN_EVENT_KEY: Option<&'static str> = None;
+    /// The keys that mark the function's own events, which are not CloudFormation's (e.g. a
+    /// scheduled run, `{"ScheduledReconcile": {...}}`, or an EventBridge rule's transformed
+    /// input). Empty (the default): every event is CloudFormation's.
+    const OWN_EVENT_KEYS: &'static [&'static str] = &[];
 
-    /// Serves one of the function's own events: `input` is its value under
-    /// [`Self::OWN_EVENT_KEY`], `continuation` the progress an earlier invocation handed on.
-    /// Returns the progress to hand on to a new invocation when the work is unfinished. No one
-    /// waits for an answer: the runtime logs an error and returns it to Lambda (which retries).
+    /// Serves one of the function's own events: `key` is the first of
+    /// [`Self::OWN_EVENT_KEYS`] the event carries, `input` its value there, `continuation` the
+    /// progress an earlier invocation handed on. Returns the progress to hand on to a new
+    /// invocation when the work is unfinished. No one waits for an answer: the runtime logs an
+    /// error and returns it to Lambda (which retries).
     fn own_event(
         &self,
         _ctx: &Context,
+        _key: &'static str,
         _input: &serde_json::Value,
         _continuation: Option<serde_json::Value>,
     ) -> impl Future<Output = HandlerResult<Option<serde_json::Value>>> + Send {

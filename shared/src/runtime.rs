@@ -119,13 +119,21 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         lambda_deadline: Instant,
         invoked_function_arn: String,
     ) -> Result<(), String> {
-        if let Some(input) = R::OWN_EVENT_KEY.and_then(|key| event.get(key)) {
-            let span = tracing::info_span!("own_event", kind = R::OWN_EVENT_KEY.unwrap_or(""));
-            let input = input.clone();
+        let own = R::OWN_EVENT_KEYS
+            .iter()
+            .find_map(|key| Some((*key, event.get(*key)?.clone())));
+        if let Some((key, input)) = own {
+            let span = tracing::info_span!("own_event", kind = key);
             // Boxed for the same reason as `decide` below.
-            return Box::pin(self.handle_own(event, input, lambda_deadline, invoked_function_arn))
-                .instrument(span)
-                .await;
+            return Box::pin(self.handle_own(
+                event,
+                key,
+                input,
+                lambda_deadline,
+                invoked_function_arn,
+            ))
+            .instrument(span)
+            .await;
         }
         let started = Instant::now();
         let env = Envelope::read(&event);
@@ -157,6 +165,7 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
     async fn handle_own(
         &self,
         event: Value,
+        key: &'static str,
         input: Value,
         lambda_deadline: Instant,
         invoked_function_arn: String,
@@ -165,7 +174,7 @@ impl<R: CustomResource, C: Continuation> Runtime<R, C> {
         let progress = event.get(CONTINUATION_KEY).cloned();
         let (resource, task_ctx) = (self.resource.clone(), ctx.clone());
         let ended = guarded(ctx.handler_deadline, async move {
-            resource.own_event(&task_ctx, &input, progress).await
+            resource.own_event(&task_ctx, key, &input, progress).await
         })
         .await;
         let failure = match ended {

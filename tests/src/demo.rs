@@ -128,11 +128,12 @@ impl CustomResource for Demo {
 
     /// `{"DemoTick": {"Steps": n}}`: one step per invocation, handing on the count; `"Panic":
     /// true` panics instead.
-    const OWN_EVENT_KEY: Option<&'static str> = Some("DemoTick");
+    const OWN_EVENT_KEYS: &'static [&'static str] = &["DemoTick"];
 
     async fn own_event(
         &self,
         _: &Context,
+        _: &'static str,
         input: &serde_json::Value,
         continuation: Option<serde_json::Value>,
     ) -> HandlerResult<Option<serde_json::Value>> {

@@ -3,6 +3,10 @@
 //! Authorization header is replayed to moto's GetCallerIdentity; moto maps access keys to
 //! accounts without checking signatures); the region is the SigV4 credential scope's.
 //!
+//! With a [`Lifecycle`], a cluster made through the API is CREATING for a while and then
+//! ACTIVE, an UpdateClusterConfig leaves it UPDATING for a while, and each such call is
+//! recorded as CloudTrail records it and handed to EventBridge ([`FakeEks::on_cloudtrail`]).
+//!
 //! Over 400 lines on purpose: the routes, the IAM condition keys each action offers and the
 //! state they act on are one service, read top to bottom like AWS's API reference.
 
@@ -14,13 +18,14 @@ use axum::Router;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub tags: BTreeMap<String, String>,
     /// policy ARN -> access scope JSON
     pub policies: BTreeMap<String, Value>,
+    pub created: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +33,67 @@ struct Cluster {
     status: String,
     mode: String,
     entries: BTreeMap<String, Entry>,
+    /// When a CREATING or UPDATING cluster becomes ACTIVE (a [`Lifecycle`]); `None`: never.
+    settles_at: Option<Instant>,
+    /// When it last became ACTIVE that way.
+    active_since: Option<Instant>,
+    /// When DescribeCluster read it.
+    described: Vec<Instant>,
+}
+
+impl Cluster {
+    fn new(status: &str, mode: &str) -> Cluster {
+        Cluster {
+            status: status.into(),
+            mode: mode.into(),
+            entries: BTreeMap::new(),
+            settles_at: None,
+            active_since: None,
+            described: Vec::new(),
+        }
+    }
+
+    /// Its status now: a cluster whose creation or update is over is ACTIVE.
+    fn settle(&mut self) {
+        if let Some(at) = self.settles_at.filter(|at| *at <= Instant::now()) {
+            self.status = "ACTIVE".into();
+            self.active_since = Some(at);
+            self.settles_at = None;
+        }
+    }
+}
+
+/// How long clusters made or reconfigured through the API take to settle: each a random
+/// duration within its range.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub creating: std::ops::Range<Duration>,
+    pub updating: std::ops::Range<Duration>,
+}
+
+/// A random duration within `range`.
+pub fn within(range: &std::ops::Range<Duration>) -> Duration {
+    let (low, high) = (range.start.as_millis() as u64, range.end.as_millis() as u64);
+    Duration::from_millis(fastrand::u64(low..high.max(low + 1)))
+}
+
+/// One API call as CloudTrail hands it to EventBridge in the caller's account and region:
+/// the event as EventBridge delivers it ("AWS API Call via CloudTrail").
+#[derive(Debug, Clone)]
+pub struct CloudTrailEvent {
+    pub account: String,
+    pub region: String,
+    pub event: Value,
+}
+
+/// What a test reads of one cluster's history.
+#[derive(Debug, Clone)]
+pub struct ClusterHistory {
+    pub status: String,
+    pub active_since: Option<Instant>,
+    pub described: Vec<Instant>,
+    /// When each principal's entry was created.
+    pub entries: BTreeMap<String, Instant>,
 }
 
 type Key = (String, String, String);
@@ -48,9 +114,13 @@ struct Inner {
     throttled: usize,
     latency: Duration,
     mutations: usize,
+    /// Each mutating call: method, path, account and region.
+    mutation_log: Vec<String>,
     requests: usize,
     /// When set, every call is checked against the caller's IAM policies (moto enforcing).
     authorizer: Option<crate::iam::Authorizer>,
+    lifecycle: Option<Lifecycle>,
+    cloudtrail: Option<tokio::sync::mpsc::UnboundedSender<CloudTrailEvent>>,
 }
 
 #[derive(Clone)]
@@ -88,18 +158,47 @@ impl FakeEks {
         f(&mut self.inner.lock().unwrap())
     }
 
-    /// `status`: ACTIVE, CREATING, ...; `mode`: API, API_AND_CONFIG_MAP or CONFIG_MAP.
+    /// `status`: ACTIVE, CREATING, ...; `mode`: API, API_AND_CONFIG_MAP or CONFIG_MAP. Made
+    /// behind the API's back: no CloudTrail event, and it stays in `status`.
     pub fn add_cluster(&self, account: &str, region: &str, name: &str, status: &str, mode: &str) {
         self.with(|s| {
             s.clusters.insert(
                 (account.into(), region.into(), name.into()),
-                Cluster {
-                    status: status.into(),
-                    mode: mode.into(),
-                    entries: BTreeMap::new(),
-                },
+                Cluster::new(status, mode),
             )
         });
+    }
+
+    /// Clusters made or reconfigured through the API settle after a while.
+    pub fn set_lifecycle(&self, lifecycle: Lifecycle) {
+        self.with(|s| s.lifecycle = Some(lifecycle));
+    }
+
+    /// Hands every CreateCluster and UpdateClusterConfig this fake serves to `trail`, as
+    /// CloudTrail hands them to EventBridge.
+    pub fn on_cloudtrail(&self, trail: tokio::sync::mpsc::UnboundedSender<CloudTrailEvent>) {
+        self.with(|s| s.cloudtrail = Some(trail));
+    }
+
+    /// One cluster's status, when it became ACTIVE, when it was read, and its entries' ages.
+    pub fn history(&self, account: &str, region: &str, cluster: &str) -> ClusterHistory {
+        self.with(|s| {
+            let c = s
+                .clusters
+                .get_mut(&(account.to_string(), region.to_string(), cluster.to_string()))
+                .expect("cluster");
+            c.settle();
+            ClusterHistory {
+                status: c.status.clone(),
+                active_since: c.active_since,
+                described: c.described.clone(),
+                entries: c
+                    .entries
+                    .iter()
+                    .map(|(p, e)| (p.clone(), e.created))
+                    .collect(),
+            }
+        })
     }
 
     /// An entry somebody else made (no tags of ours).
@@ -112,6 +211,7 @@ impl FakeEks {
                 .insert(
                     principal.into(),
                     Entry {
+                        created: Instant::now(),
                         tags: BTreeMap::from([("owner".into(), "platform-team".into())]),
                         policies: BTreeMap::from([(
                             "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy".into(),
@@ -184,6 +284,11 @@ impl FakeEks {
     /// Mutating calls received (create, delete, associate, disassociate, update-config).
     pub fn mutations(&self) -> usize {
         self.with(|s| s.mutations)
+    }
+
+    /// The mutating calls since the `since`-th: method, path, account and region.
+    pub fn mutations_since(&self, since: usize) -> Vec<String> {
+        self.with(|s| s.mutation_log.iter().skip(since).cloned().collect())
     }
 
     pub fn requests(&self) -> usize {
@@ -318,6 +423,10 @@ fn permissions(
     };
     match (method, segs) {
         ("GET", ["clusters"]) => vec![("eks:ListClusters", "*".into(), vec![])],
+        ("POST", ["clusters"]) => {
+            let name = body["name"].as_str().unwrap_or_default();
+            vec![("eks:CreateCluster", cluster(name), vec![])]
+        }
         ("GET", ["clusters", name]) => vec![("eks:DescribeCluster", cluster(name), vec![])],
         ("POST", ["clusters", name, "update-config"]) => {
             let mode = body["accessConfig"]["authenticationMode"]
@@ -444,6 +553,8 @@ async fn handle(
     }
     if method != Method::GET {
         s.mutations += 1;
+        let call = format!("{method} {} in {account}/{region}", uri.path());
+        s.mutation_log.push(call);
     }
     let query: HashMap<String, String> = uri
         .query()
@@ -460,31 +571,134 @@ async fn handle(
     };
     match (call.method, segs.as_slice()) {
         ("GET", ["clusters"]) => list_clusters(&s, &place, &query),
-        ("GET", ["clusters", name]) => match s.clusters.get(&cluster_key(name)) {
-            Some(c) => axum::Json(json!({"cluster": cluster_json(&account, &region, name, c)}))
-                .into_response(),
+        ("GET", ["clusters", name]) => match s.clusters.get_mut(&cluster_key(name)) {
+            Some(c) => {
+                c.settle();
+                c.described.push(Instant::now());
+                axum::Json(json!({"cluster": cluster_json(&account, &region, name, c)}))
+                    .into_response()
+            }
             None => error(404, "ResourceNotFoundException", "No cluster found"),
         },
+        ("POST", ["clusters"]) => create_cluster(&mut s, &place, &body),
         ("POST", ["clusters", name, "update-config"]) => {
-            match s.clusters.get_mut(&cluster_key(name)) {
-                Some(c) => {
-                    if let Some(mode) = body["accessConfig"]["authenticationMode"].as_str() {
-                        c.mode = mode.to_string();
-                        c.status = "UPDATING".into();
-                    }
-                    axum::Json(json!({"update": {"id": "update-1", "status": "InProgress", "type": "AccessConfigUpdate"}})).into_response()
-                }
-                None => error(404, "ResourceNotFoundException", "No cluster found"),
+            let settles_in = s.lifecycle.as_ref().map(|l| within(&l.updating));
+            let Some(c) = s.clusters.get_mut(&cluster_key(name)) else {
+                return error(404, "ResourceNotFoundException", "No cluster found");
+            };
+            c.settle();
+            if let Some(mode) = body["accessConfig"]["authenticationMode"].as_str() {
+                c.mode = mode.to_string();
+                c.status = "UPDATING".into();
+                c.settles_at = settles_in.map(|d| Instant::now() + d);
             }
+            let answer = json!({"update": {"id": "update-1", "status": "InProgress", "type": "AccessConfigUpdate"}});
+            let mut request = body.clone();
+            request["name"] = json!(name);
+            record(&s, &place, "UpdateClusterConfig", request, answer.clone());
+            axum::Json(answer).into_response()
         }
         (m, ["clusters", name, "access-entries", rest @ ..]) => {
             let Some(cluster) = s.clusters.get_mut(&cluster_key(name)) else {
                 return error(404, "ResourceNotFoundException", "No cluster found");
             };
+            cluster.settle();
             access_entries(cluster, &place, name, m, rest, &body)
         }
         _ => error(404, "UnknownOperationException", "no such route"),
     }
+}
+
+/// CreateCluster: CREATING, and ACTIVE once its [`Lifecycle`] says so (never without one).
+fn create_cluster(s: &mut Inner, place: &Place<'_>, body: &Value) -> Response {
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    let key = (
+        place.account.to_string(),
+        place.region.to_string(),
+        name.clone(),
+    );
+    if name.is_empty() {
+        return error(400, "InvalidParameterException", "name is required");
+    }
+    if s.clusters.contains_key(&key) {
+        return error(
+            409,
+            "ResourceInUseException",
+            "Cluster already exists with name",
+        );
+    }
+    // CreateCluster's default authentication mode is CONFIG_MAP.
+    let mode = body["accessConfig"]["authenticationMode"]
+        .as_str()
+        .unwrap_or("CONFIG_MAP");
+    let mut cluster = Cluster::new("CREATING", mode);
+    cluster.settles_at = s
+        .lifecycle
+        .as_ref()
+        .map(|l| Instant::now() + within(&l.creating));
+    let answer = json!({"cluster": cluster_json(place.account, place.region, &name, &cluster)});
+    s.clusters.insert(key, cluster);
+    record(s, place, "CreateCluster", body.clone(), answer.clone());
+    axum::Json(answer).into_response()
+}
+
+/// Hands a successful call to CloudTrail's EventBridge delivery, in the shape EventBridge
+/// delivers "AWS API Call via CloudTrail" events.
+fn record(s: &Inner, place: &Place<'_>, name: &str, request: Value, response: Value) {
+    let Some(trail) = &s.cloudtrail else { return };
+    let time = iso8601(SystemTime::now());
+    let event = json!({
+        "version": "0",
+        "id": format!("{:032x}", fastrand::u128(..)),
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.eks",
+        "account": place.account,
+        "time": time,
+        "region": place.region,
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.09",
+            "userIdentity": {"type": "AssumedRole", "accountId": place.account},
+            "eventTime": time,
+            "eventSource": "eks.amazonaws.com",
+            "eventName": name,
+            "awsRegion": place.region,
+            "requestParameters": request,
+            "responseElements": response,
+            "readOnly": false,
+            "eventType": "AwsApiCall",
+            "managementEvent": true,
+            "recipientAccountId": place.account,
+            "eventCategory": "Management",
+        },
+    });
+    let _ = trail.send(CloudTrailEvent {
+        account: place.account.to_string(),
+        region: place.region.to_string(),
+        event,
+    });
+}
+
+/// `2026-12-01T19:14:34Z`, as CloudTrail writes times.
+pub fn iso8601(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// One request's method, path segments and JSON body.
@@ -634,6 +848,7 @@ fn access_entries(
             let entry = Entry {
                 tags,
                 policies: BTreeMap::new(),
+                created: Instant::now(),
             };
             let answer = entry_json(account, region, name, &principal, &entry);
             cluster.entries.insert(principal, entry);
@@ -700,5 +915,22 @@ fn entry_call(
             axum::Json(json!({})).into_response()
         }
         _ => error(404, "UnknownOperationException", "no such route"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloudtrail_times_are_utc_calendar_dates() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_796_152_474, "2026-12-01T19:14:34Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+        ] {
+            assert_eq!(iso8601(UNIX_EPOCH + Duration::from_secs(secs)), text);
+        }
     }
 }

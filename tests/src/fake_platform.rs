@@ -17,6 +17,9 @@ struct Inner {
     regions: Vec<String>,
     trusted_access: bool,
     stack_status: String,
+    /// When the last Update began (DescribeStacks' LastUpdatedTime).
+    last_updated: Option<String>,
+    updates: u64,
 }
 
 pub struct FakePlatform {
@@ -32,6 +35,8 @@ impl FakePlatform {
             regions: regions.iter().map(|r| r.to_string()).collect(),
             trusted_access: true,
             stack_status: "CREATE_COMPLETE".into(),
+            last_updated: None,
+            updates: 0,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let (port, task) = crate::serve_loopback(app).await;
@@ -42,9 +47,19 @@ impl FakePlatform {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// What `DescribeStacks` reports for the stack (the local deploy sets it as it goes).
+    /// What `DescribeStacks` reports for the stack (the local deploy sets it as it goes); an
+    /// Update beginning sets its LastUpdatedTime, as CloudFormation does.
     pub fn set_stack_status(&self, status: &str) {
-        self.inner.lock().unwrap().stack_status = status.to_string();
+        let mut inner = self.inner.lock().unwrap();
+        if status == "UPDATE_IN_PROGRESS" {
+            inner.updates += 1;
+            inner.last_updated = Some(format!(
+                "2026-11-25T00:{:02}:{:02}Z",
+                inner.updates / 60 % 60,
+                inner.updates % 60
+            ));
+        }
+        inner.stack_status = status.to_string();
     }
 
     /// From now on, refuse what the caller's IAM policies do not allow, as AWS would.
@@ -142,9 +157,14 @@ async fn handle(
         );
     }
     if body.contains("Action=DescribeStacks") {
+        let updated = state
+            .last_updated
+            .as_ref()
+            .map(|t| format!("<LastUpdatedTime>{t}</LastUpdatedTime>"))
+            .unwrap_or_default();
         let member = format!(
             "<Stacks><member><StackName>apono-onboarding</StackName><StackId>{}</StackId>\
-             <CreationTime>2026-11-25T00:00:00Z</CreationTime><StackStatus>{}</StackStatus>\
+             <CreationTime>2026-11-25T00:00:00Z</CreationTime>{updated}<StackStatus>{}</StackStatus>\
              </member></Stacks>",
             crate::events::STACK_ID,
             state.stack_status

@@ -56,7 +56,10 @@ impl Authorizer {
         }
         let data: Value = self
             .http
-            .get(format!("{}/moto-api/data.json", self.moto))
+            .get(format!(
+                "{}/moto-api/data.json?service=iam&service=sts",
+                self.moto
+            ))
             .send()
             .await
             .map_err(|e| format!("moto: {e}"))?
@@ -151,14 +154,64 @@ pub fn access_key(headers: &HeaderMap) -> Option<String> {
 pub fn allows(policies: &[Value], action: &str, resource: &str, context: &[(&str, &str)]) -> bool {
     let statements: Vec<&Value> = policies
         .iter()
-        .flat_map(|p| match &p["Statement"] {
-            Value::Array(list) => list.iter().collect::<Vec<_>>(),
-            one => vec![one],
-        })
+        .flat_map(statements)
         .filter(|s| applies(s, action, resource, context))
         .collect();
     !statements.iter().any(|s| s["Effect"] == "Deny")
         && statements.iter().any(|s| s["Effect"] == "Allow")
+}
+
+/// Whether a trust policy lets `service` (`events.amazonaws.com`, ...) assume the role, given
+/// the request's condition keys (`aws:SourceAccount`, ...).
+pub fn trusts_service(trust: &Value, service: &str, context: &[(&str, &str)]) -> bool {
+    statements(trust).into_iter().any(|s| {
+        s["Effect"] == "Allow"
+            && listed(&s["Principal"]["Service"], service)
+            && any_matches(&s["Action"], "sts:AssumeRole", true)
+            && conditions_hold(&s["Condition"], context)
+    })
+}
+
+/// Resource-policy evaluation for a caller from another account: some statement naming the
+/// caller (`*`, its ARN, its account or the account's root) must allow the action on the
+/// resource under its conditions, and none may deny it.
+pub fn resource_policy_allows(
+    statements: &[Value],
+    principal_arn: &str,
+    principal_account: &str,
+    action: &str,
+    resource: &str,
+    context: &[(&str, &str)],
+) -> bool {
+    let root = format!("arn:aws:iam::{principal_account}:root");
+    let names_caller = |p: &Value| {
+        p == "*"
+            || [principal_arn, principal_account, root.as_str(), "*"]
+                .iter()
+                .any(|name| listed(&p["AWS"], name))
+    };
+    let applying: Vec<&Value> = statements
+        .iter()
+        .filter(|s| names_caller(&s["Principal"]) && applies(s, action, resource, context))
+        .collect();
+    !applying.iter().any(|s| s["Effect"] == "Deny")
+        && applying.iter().any(|s| s["Effect"] == "Allow")
+}
+
+fn statements(policy: &Value) -> Vec<&Value> {
+    match &policy["Statement"] {
+        Value::Array(list) => list.iter().collect(),
+        Value::Null => vec![],
+        one => vec![one],
+    }
+}
+
+/// `value` is `wanted` or a list holding it.
+fn listed(value: &Value, wanted: &str) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|i| i == wanted),
+        one => one == wanted,
+    }
 }
 
 fn applies(statement: &Value, action: &str, resource: &str, context: &[(&str, &str)]) -> bool {
@@ -304,6 +357,76 @@ mod tests {
             "Condition": {"StringEqualsIfExists": {"k": "v"}, "StringNotEquals": {"j": "v"}}}]));
         assert!(allows(&p, "x:Y", "r", &[]));
         assert!(!allows(&p, "x:Y", "r", &[("j", "v")]));
+    }
+
+    #[test]
+    fn a_resource_policy_admits_the_organization_only_under_its_conditions() {
+        let bus = "arn:aws:events:us-east-1:111111111111:event-bus/b";
+        let statement = json!({"Effect": "Allow", "Principal": "*", "Action": "events:PutEvents",
+            "Resource": bus, "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-1"},
+            "ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/fwd"}}});
+        let role = "arn:aws:iam::222222222222:role/fwd";
+        let member = [("aws:PrincipalOrgID", "o-1"), ("aws:PrincipalArn", role)];
+        let outsider = [("aws:PrincipalArn", role)];
+        let p = [statement];
+        assert!(resource_policy_allows(
+            &p,
+            role,
+            "222222222222",
+            "events:PutEvents",
+            bus,
+            &member
+        ));
+        assert!(!resource_policy_allows(
+            &p,
+            role,
+            "222222222222",
+            "events:PutEvents",
+            bus,
+            &outsider
+        ));
+        let other_role = "arn:aws:iam::222222222222:role/admin";
+        let other = [
+            ("aws:PrincipalOrgID", "o-1"),
+            ("aws:PrincipalArn", other_role),
+        ];
+        assert!(!resource_policy_allows(
+            &p,
+            other_role,
+            "222222222222",
+            "events:PutEvents",
+            bus,
+            &other
+        ));
+        assert!(!resource_policy_allows(
+            &[],
+            role,
+            "222222222222",
+            "events:PutEvents",
+            bus,
+            &member
+        ));
+    }
+
+    #[test]
+    fn a_trust_policy_names_the_service_and_its_conditions_hold() {
+        let trust = json!({"Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": "222"}}}]});
+        assert!(trusts_service(
+            &trust,
+            "events.amazonaws.com",
+            &[("aws:SourceAccount", "222")]
+        ));
+        assert!(!trusts_service(
+            &trust,
+            "events.amazonaws.com",
+            &[("aws:SourceAccount", "333")]
+        ));
+        assert!(!trusts_service(
+            &trust,
+            "lambda.amazonaws.com",
+            &[("aws:SourceAccount", "222")]
+        ));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Runs a real function binary as Lambda would: a local Lambda runtime API on 127.0.0.1 that
 //! hands the binary its events, collects its answers, and (as the Lambda Invoke API,
-//! `AWS_ENDPOINT_URL_LAMBDA`) queues the async self-invocations a continuation makes.
+//! `AWS_ENDPOINT_URL_LAMBDA`) queues the async self-invocations a continuation makes. Several
+//! processes may serve one function, each taking the next queued event when it is free, as
+//! Lambda runs concurrent invocations in execution environments of their own.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -42,6 +44,19 @@ struct Shared {
     function_arn: String,
     /// When set, an Invoke must be allowed by the caller's IAM policies (moto enforcing).
     authorizer: Option<crate::iam::Authorizer>,
+    /// What GetFunctionConfiguration reports, by function ARN.
+    configurations: Option<Configurations>,
+}
+
+/// Every function's configuration as Lambda holds it now (it outlives a process: an Update of
+/// the function starts new ones, while old ones may still finish an invocation).
+pub type Configurations = Arc<Mutex<std::collections::BTreeMap<String, Value>>>;
+
+/// How a function is run: its execution environments, and where its configuration is.
+#[derive(Clone, Default)]
+pub struct Deployment {
+    pub environments: usize,
+    pub configurations: Option<Configurations>,
 }
 
 /// One function process and its runtime API.
@@ -50,7 +65,8 @@ pub struct Function {
     port: u16,
     shared: Shared,
     server: tokio::task::JoinHandle<()>,
-    child: Child,
+    /// The execution environments: one process each.
+    children: Vec<Child>,
     pub started: Instant,
     /// Every line the process wrote (stdout and stderr), for the secret scan.
     pub output: Arc<Mutex<Vec<String>>>,
@@ -78,6 +94,24 @@ impl Function {
         timeout: Duration,
         authorizer: Option<crate::iam::Authorizer>,
     ) -> Function {
+        let deployment = Deployment {
+            environments: 1,
+            configurations: None,
+        };
+        Function::start_deployed(name, arn, binary, env, timeout, authorizer, deployment).await
+    }
+
+    /// As [`Function::start_as`], with `deployment.environments` processes serving the one
+    /// queue, and GetFunctionConfiguration answered from `deployment.configurations`.
+    pub async fn start_deployed(
+        name: &str,
+        arn: &str,
+        binary: &FsPath,
+        env: &[(String, String)],
+        timeout: Duration,
+        authorizer: Option<crate::iam::Authorizer>,
+        deployment: Deployment,
+    ) -> Function {
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 timeout,
@@ -87,6 +121,7 @@ impl Function {
             done: Arc::new(Notify::new()),
             function_arn: arn.to_string(),
             authorizer,
+            configurations: deployment.configurations,
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -97,66 +132,24 @@ impl Function {
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .route("/2015-03-31/functions/{name}/invocations", post(invoke_api))
+            .route(
+                "/2015-03-31/functions/{name}/configuration",
+                get(configuration_api),
+            )
             .with_state(shared.clone());
         let (port, server) = crate::serve_loopback(app).await;
         let started = Instant::now();
-        let mut command = Command::new(binary);
-        command
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env(
-                "AWS_ENDPOINT_URL_LAMBDA",
-                format!("http://127.0.0.1:{port}"),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
-        // is async-signal-safe; it touches no memory shared with the parent.
-        unsafe {
-            command.pre_exec(|| {
-                // If the test process dies, take the function with it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    output.lock().unwrap().push(line);
-                }
-            });
+        let mut children = Vec::new();
+        for _ in 0..deployment.environments.max(1) {
+            children.push(spawn_environment(binary, name, port, env, &output));
         }
         Function {
             name: name.to_string(),
             port,
             shared,
             server,
-            child,
+            children,
             started,
             output,
         }
@@ -199,13 +192,30 @@ impl Function {
         }
     }
 
+    /// Whether the invocation `id` still waits for the process to take it.
+    pub fn is_queued(&self, id: &str) -> bool {
+        let inner = self.shared.inner.lock().unwrap();
+        inner.queue.iter().any(|(queued, _)| queued == id)
+    }
+
+    /// Whether the invocation `id` has ended (with a response or an error).
+    pub fn has_ended(&self, id: &str) -> bool {
+        self.shared.inner.lock().unwrap().results.contains_key(id)
+    }
+
+    /// Nothing queued, nothing running (a continuation counts as queued).
+    pub fn is_idle(&self) -> bool {
+        let inner = self.shared.inner.lock().unwrap();
+        inner.queue.is_empty() && inner.in_flight == 0
+    }
+
     /// Async self-invocations received (continuations).
     pub fn async_invokes(&self) -> usize {
         self.shared.inner.lock().unwrap().async_invokes
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.children.first()?.id()
     }
 
     /// Peak resident memory of the process so far (VmHWM), in KiB.
@@ -231,9 +241,73 @@ impl Function {
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        for child in &mut self.children {
+            let _ = child.start_kill();
+        }
         self.server.abort();
     }
+}
+
+/// One execution environment: the binary, polling the runtime API on `port`; what it writes
+/// goes to `output`.
+fn spawn_environment(
+    binary: &FsPath,
+    name: &str,
+    port: u16,
+    env: &[(String, String)],
+    output: &Arc<Mutex<Vec<String>>>,
+) -> Child {
+    let mut command = Command::new(binary);
+    command
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env(
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
+    // is async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            // If the test process dies, take the function with it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let output = output.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                output.lock().unwrap().push(line);
+            }
+        });
+    }
+    child
 }
 
 async fn next(State(shared): State<Shared>) -> Response {
@@ -295,6 +369,37 @@ async fn error(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes
 async fn init_error(body: Bytes) -> StatusCode {
     eprintln!("function init error: {}", String::from_utf8_lossy(&body));
     StatusCode::ACCEPTED
+}
+
+/// Lambda's GetFunctionConfiguration: the function's configuration as it is now.
+async fn configuration_api(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let action = "lambda:GetFunctionConfiguration";
+    if let Some(authorizer) = &shared.authorizer {
+        if let Err(denied) = authorizer
+            .check(&headers, action, &shared.function_arn)
+            .await
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                [("x-amzn-errortype", "AccessDeniedException")],
+                axum::Json(serde_json::json!({ "Message": denied })),
+            )
+                .into_response();
+        }
+    }
+    let configuration = shared
+        .configurations
+        .as_ref()
+        .and_then(|c| c.lock().unwrap().get(&shared.function_arn).cloned());
+    match configuration {
+        Some(configuration) => axum::Json(configuration).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [("x-amzn-errortype", "ResourceNotFoundException")],
+            axum::Json(serde_json::json!({ "Message": "Function not found" })),
+        )
+            .into_response(),
+    }
 }
 
 /// Lambda's Invoke API: an `Event` invocation is queued like any other.

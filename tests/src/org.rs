@@ -3,7 +3,7 @@
 
 use aws_config::SdkConfig;
 use custom_resource::aws::ApiError;
-use org_info::api::{AwsOrgApi, OrgApi, OrgDescription};
+use org_info::api::{AwsOrgApi, EnabledRegion, OrgApi, OrgDescription};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -153,8 +153,15 @@ impl OrgApi for MotoOrgApi {
         self.trusted_access.store(true, Ordering::SeqCst);
         Ok(())
     }
-    async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
-        Ok(self.regions.clone())
+    async fn enabled_regions(&self) -> Result<Vec<EnabledRegion>, ApiError> {
+        Ok(self
+            .regions
+            .iter()
+            .map(|name| EnabledRegion {
+                name: name.clone(),
+                by_default: true,
+            })
+            .collect())
     }
 }
 

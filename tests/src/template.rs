@@ -216,7 +216,7 @@ fn get_att_sample(r: &Rendering, resource: &str, key: &str) -> String {
         "OrganizationId" => "o-abcdefghij".into(),
         "RootId" => "r-ab12".into(),
         "ManagementAccountId" => r.account_id.clone(),
-        "Regions" => r.partition().eks_regions()[..2].join(","),
+        "Regions" | "DefaultRegions" => r.partition().eks_regions()[..2].join(","),
         "Arn" => r
             .partition()
             .arn(&format!("iam::{}:role/{resource}", r.account_id)),
@@ -286,6 +286,15 @@ pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
                     let cond = r.conditions[arg[0].as_str().unwrap()];
                     substitute(&arg[if cond { 1 } else { 2 }], r)
                 }
+                "Fn::Split" => {
+                    let text = substitute(&arg[1], r)?;
+                    let parts = text.as_str()?.split(arg[0].as_str()?).map(|p| json!(p));
+                    Some(Value::Array(parts.collect()))
+                }
+                "Fn::Select" => {
+                    let index: usize = substitute(&arg[0], r)?.as_str()?.parse().ok()?;
+                    substitute(&arg[1], r)?.get(index).cloned()
+                }
                 "Fn::Join" => {
                     let items: Vec<String> = match substitute(&arg[1], r)? {
                         Value::Array(items) => items
@@ -296,6 +305,11 @@ pub fn substitute(value: &Value, r: &Rendering) -> Option<Value> {
                         _ => vec![],
                     };
                     Some(json!(items.join(arg[0].as_str().unwrap())))
+                }
+                other if other.starts_with("Fn::") => {
+                    panic!(
+                        "{other} is not modelled by the test kit's renderer: add it to substitute"
+                    )
                 }
                 _ => Some(Value::Object(
                     map.iter()

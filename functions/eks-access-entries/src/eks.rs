@@ -127,22 +127,34 @@ pub async fn list_clusters(eks: &Client) -> Result<Vec<ClusterInfo>, ApiError> {
     }
     let mut clusters = Vec::with_capacity(names.len());
     for name in names {
-        let out = eks
-            .describe_cluster()
-            .name(&name)
-            .send()
-            .await
-            .map_err(|e| ApiError::from_sdk("eks:DescribeCluster", e))?;
-        let cluster = out.cluster();
-        clusters.push(ClusterInfo {
-            status: cluster.and_then(|c| c.status().cloned()),
-            mode: cluster
-                .and_then(|c| c.access_config())
-                .and_then(|a| a.authentication_mode().cloned()),
-            name,
-        });
+        // A cluster deleted between the list and the read is not there any more.
+        if let Some(cluster) = describe_cluster(eks, &name).await? {
+            clusters.push(cluster);
+        }
     }
     Ok(clusters)
+}
+
+/// One cluster's status and authentication mode; `None` when there is no such cluster.
+pub async fn describe_cluster(eks: &Client, name: &str) -> Result<Option<ClusterInfo>, ApiError> {
+    let out = match eks.describe_cluster().name(name).send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let e = ApiError::from_sdk("eks:DescribeCluster", e);
+            return match is_not_found(&e) {
+                true => Ok(None),
+                false => Err(e),
+            };
+        }
+    };
+    let cluster = out.cluster();
+    Ok(Some(ClusterInfo {
+        status: cluster.and_then(|c| c.status().cloned()),
+        mode: cluster
+            .and_then(|c| c.access_config())
+            .and_then(|a| a.authentication_mode().cloned()),
+        name: name.to_string(),
+    }))
 }
 
 fn is_not_found(err: &ApiError) -> bool {

@@ -5,12 +5,12 @@ use crate::eks::Grant;
 use crate::eks::{self, ClusterOutcome, Owner};
 use crate::fleet::Fleet;
 use crate::progress::{Action, Counts, Progress, Target};
-use crate::{EksAccessEntries, RunResult};
+use crate::{EksAccessEntries, RunResult, StackGuard};
 use custom_resource::aws::ApiError;
 use custom_resource::Context;
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -29,12 +29,22 @@ struct Run<'a> {
     owner: Owner,
     new: Option<Target>,
     old: Option<Target>,
+    /// Outside a CloudFormation operation: the stack as the run found it.
+    guard: Option<&'a StackGuard>,
+    /// Set once the stack has changed under the run: no pair starts after it.
+    stopped: AtomicBool,
 }
 
 impl<F: Fleet> EksAccessEntries<F> {
     /// Works through the items not yet done, `max_concurrency` at a time, until done or until
-    /// the time left is needed to finish what is in flight.
-    pub async fn run(&self, ctx: &Context, mut progress: Progress) -> RunResult {
+    /// the time left is needed to finish what is in flight. With a `guard` (a scheduled run),
+    /// also until the stack changes: what remains is then left unfinished.
+    pub async fn run(
+        &self,
+        ctx: &Context,
+        mut progress: Progress,
+        guard: Option<&StackGuard>,
+    ) -> RunResult {
         let items = progress.items();
         let pending: Vec<usize> = (0..items.len()).filter(|i| !progress.is_done(*i)).collect();
         let run = Run {
@@ -50,6 +60,8 @@ impl<F: Fleet> EksAccessEntries<F> {
             },
             new: progress.new.clone(),
             old: progress.old.clone(),
+            guard,
+            stopped: AtomicBool::new(false),
         };
         let results: Vec<(usize, Option<PairReport>)> = futures::stream::iter(pending)
             .map(|index| {
@@ -87,8 +99,9 @@ impl<F: Fleet> EksAccessEntries<F> {
         account: String,
         region: String,
     ) -> Option<PairReport> {
-        if run.started.fetch_add(1, Ordering::SeqCst) >= run.concurrency
-            && run.ctx.remaining() < run.reserve
+        if run.stopped.load(Ordering::SeqCst)
+            || (run.started.fetch_add(1, Ordering::SeqCst) >= run.concurrency
+                && run.ctx.remaining() < run.reserve)
         {
             return None;
         }
@@ -124,7 +137,11 @@ impl<F: Fleet> EksAccessEntries<F> {
                     previous: previous.map(here),
                     enable_api_mode: target.enable_api_mode,
                 };
-                pair(&client, &work, &run.owner).await
+                let result = pair(&client, &work, &run.owner).await;
+                match result {
+                    Ok(outcomes) => Ok(self.unless_changed(run, &client, &work, outcomes).await),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -133,6 +150,65 @@ impl<F: Fleet> EksAccessEntries<F> {
             region,
             result,
         })
+    }
+}
+
+impl<F: Fleet> EksAccessEntries<F> {
+    /// After a pair created entries outside a CloudFormation operation: if the stack changed
+    /// meanwhile in a way that makes them wrong, they are removed again and the run stops (see
+    /// [`StackGuard`]).
+    async fn unless_changed(
+        &self,
+        run: &Run<'_>,
+        client: &aws_sdk_eks::Client,
+        work: &PairWork,
+        mut outcomes: Vec<(String, ClusterOutcome)>,
+    ) -> Vec<(String, ClusterOutcome)> {
+        let Some(guard) = run.guard else {
+            return outcomes;
+        };
+        let grant = &run
+            .new
+            .as_ref()
+            .expect("entries are created for a target")
+            .grant;
+        if !outcomes.iter().any(|(_, o)| *o == ClusterOutcome::Created)
+            || guard.keeps(self.fleet.as_ref(), grant).await
+        {
+            return outcomes;
+        }
+        run.stopped.store(true, Ordering::SeqCst);
+        for (cluster, outcome) in outcomes.iter_mut() {
+            if *outcome == ClusterOutcome::Created {
+                *outcome =
+                    undo_created(client, cluster, &work.grant.principal_arn, &run.owner).await;
+            }
+        }
+        outcomes
+    }
+}
+
+/// Removes an entry just made by a run the stack changed under.
+pub(crate) async fn undo_created(
+    client: &aws_sdk_eks::Client,
+    cluster: &str,
+    principal_arn: &str,
+    owner: &Owner,
+) -> ClusterOutcome {
+    let info = eks::ClusterInfo {
+        name: cluster.to_string(),
+        status: None,
+        mode: None,
+    };
+    tracing::warn!(
+        cluster,
+        "the stack changed during this run: the entry it just made is removed"
+    );
+    match eks::remove_if_ours(client, &info, principal_arn, owner).await {
+        ClusterOutcome::Failed(why) => ClusterOutcome::Failed(why),
+        _ => ClusterOutcome::Skipped(
+            "the stack changed during this run: the entry made was removed again; the stack's operation or the next reconcile decides".into(),
+        ),
     }
 }
 

@@ -27,6 +27,12 @@ pub trait Fleet: Send + Sync + 'static {
         &self,
         parents: &[String],
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// Whether `account` sits in one of these OUs (or roots), at any depth.
+    fn account_is_under(
+        &self,
+        account: &str,
+        parents: &[String],
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
     fn enabled_regions(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// Configuration acting in `account` (AssumeRole of `member_role` unless it is our own).
     fn config_for(
@@ -36,9 +42,19 @@ pub trait Fleet: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SdkConfig, ApiError>> + Send;
     /// An EKS client acting in `account` and `region`.
     fn eks(&self, config: &SdkConfig, account: &str, region: &str) -> aws_sdk_eks::Client;
-    /// The status of the stack that owns the entries (`CREATE_COMPLETE`, ...).
-    fn stack_status(&self, stack_id: &str)
-        -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// The grant the function's configuration names now (Lambda's GetFunctionConfiguration of
+    /// `function_arn`): after an Update, a process still running the old configuration learns
+    /// it is stale.
+    fn configured_grant(
+        &self,
+        function_arn: &str,
+    ) -> impl Future<Output = Result<crate::eks::Grant, ApiError>> + Send;
+    /// The status of the stack that owns the entries (`CREATE_COMPLETE`, ...) and when its
+    /// last Update began.
+    fn stack_state(
+        &self,
+        stack_id: &str,
+    ) -> impl Future<Output = Result<crate::StackState, ApiError>> + Send;
 }
 
 #[derive(Clone)]
@@ -53,6 +69,7 @@ pub struct AwsFleet {
     /// Tests point EKS at a local fake; production leaves it unset.
     pub eks_endpoint: Option<String>,
     cloudformation: aws_sdk_cloudformation::Client,
+    lambda: aws_sdk_lambda::Client,
 }
 
 impl AwsFleet {
@@ -61,6 +78,7 @@ impl AwsFleet {
         Ok(AwsFleet {
             org: AwsOrgApi::new(&base),
             cloudformation: aws_sdk_cloudformation::Client::new(&base),
+            lambda: aws_sdk_lambda::Client::new(&base),
             own_account: Arc::new(tokio::sync::OnceCell::new()),
             partition: Arc::new(std::sync::OnceLock::new()),
             base,
@@ -124,8 +142,13 @@ impl Fleet for AwsFleet {
         self.org.active_accounts_under(parents).await
     }
 
+    async fn account_is_under(&self, account: &str, parents: &[String]) -> Result<bool, ApiError> {
+        self.org.is_under(account, parents).await
+    }
+
     async fn enabled_regions(&self) -> Result<Vec<String>, ApiError> {
-        self.org.enabled_regions().await
+        let regions = self.org.enabled_regions().await?;
+        Ok(org_api::EnabledRegion::names(&regions, false))
     }
 
     async fn config_for(&self, account: &str, member_role: &str) -> Result<SdkConfig, ApiError> {
@@ -167,7 +190,25 @@ impl Fleet for AwsFleet {
             .build())
     }
 
-    async fn stack_status(&self, stack_id: &str) -> Result<String, ApiError> {
+    async fn configured_grant(&self, function_arn: &str) -> Result<crate::eks::Grant, ApiError> {
+        let out = self
+            .lambda
+            .get_function_configuration()
+            .function_name(function_arn)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk("lambda:GetFunctionConfiguration", e))?;
+        let variables = out
+            .environment()
+            .and_then(|e| e.variables())
+            .cloned()
+            .unwrap_or_default();
+        Ok(crate::eks::Grant::from_vars(|name| {
+            variables.get(name).cloned().unwrap_or_default()
+        }))
+    }
+
+    async fn stack_state(&self, stack_id: &str) -> Result<crate::StackState, ApiError> {
         let action = "cloudformation:DescribeStacks";
         let out = self
             .cloudformation
@@ -178,8 +219,12 @@ impl Fleet for AwsFleet {
             .map_err(|e| ApiError::from_sdk(action, e))?;
         out.stacks()
             .first()
-            .and_then(|s| s.stack_status())
-            .map(|s| s.as_str().to_string())
+            .and_then(|s| {
+                Some(crate::StackState {
+                    status: s.stack_status()?.as_str().to_string(),
+                    last_updated: s.last_updated_time().map(|t| t.to_string()),
+                })
+            })
             .ok_or_else(|| ApiError::Service {
                 action: action.into(),
                 on: None,

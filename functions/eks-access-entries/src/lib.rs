@@ -4,9 +4,11 @@
 //!
 //! `props` (what a template may ask), `progress` (the plan and its bitmap, carried across
 //! invocations), `fanout` (account x region pairs, `MaxConcurrency` at a time), `scheduled`
-//! (the hourly reconcile), `eks` (one cluster), `fleet` (accounts, regions, credentials), and
-//! here the resource itself: plan, check, finish and the CloudFormation operations.
+//! (the hourly reconcile), `cluster_event` (one new cluster, on its CloudTrail event), `eks`
+//! (one cluster), `fleet` (accounts, regions, credentials), and here the resource itself:
+//! plan, check, finish and the CloudFormation operations.
 
+mod cluster_event;
 pub mod continuation;
 pub mod eks;
 mod fanout;
@@ -15,12 +17,18 @@ mod progress;
 mod props;
 mod scheduled;
 
+pub use cluster_event::{
+    ClusterEventInput, ClusterWait, CLUSTER_EVENT_KEY, CLUSTER_EVENT_NAMES, CLUSTER_WAIT_LIMIT,
+    DEFAULT_CLUSTER_POLL,
+};
 pub use progress::{Counts, Progress, Target};
 pub use props::{
     cluster_admin_policy, EksProps, CLUSTER_ADMIN_POLICY, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MEMBER_ROLE,
 };
-pub use scheduled::{ScheduledError, ScheduledInput, SCHEDULED_KEY, STACK_AT_REST};
+pub use scheduled::{
+    ScheduledError, ScheduledInput, StackGuard, StackState, SCHEDULED_KEY, STACK_AT_REST,
+};
 
 use custom_resource::aws::ApiError;
 use custom_resource::{
@@ -81,7 +89,12 @@ impl Grant {
     /// `EKS_GRANT_POLICY_ARN` (default cluster admin) and `EKS_GRANT_NAMESPACES` (comma
     /// separated; empty: the whole cluster). Without a principal nothing may be granted.
     pub fn from_env() -> Grant {
-        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        Grant::from_vars(|name| std::env::var(name).unwrap_or_default())
+    }
+
+    /// The same, from any source of those variables (the function's configuration as Lambda
+    /// reports it now: [`fleet::Fleet::configured_grant`]).
+    pub fn from_vars(var: impl Fn(&str) -> String) -> Grant {
         let policy = var("EKS_GRANT_POLICY_ARN");
         let principal_arn = var("EKS_GRANT_PRINCIPAL_ARN");
         let partition = Partition::of_arn(&principal_arn).unwrap_or(Partition::Aws);
@@ -116,6 +129,10 @@ pub struct EksAccessEntries<F> {
     pub allowed: Option<Grant>,
     /// The stack whose scheduled runs this function serves (`EKS_OWNER_STACK_ID`).
     pub owner_stack: Option<String>,
+    /// How often a cluster event's cluster is read while it is not ACTIVE yet.
+    pub cluster_poll: std::time::Duration,
+    /// How long a cluster event's cluster may take to become ACTIVE.
+    pub cluster_wait_limit: std::time::Duration,
 }
 
 impl<F: Fleet> EksAccessEntries<F> {
@@ -124,17 +141,27 @@ impl<F: Fleet> EksAccessEntries<F> {
             fleet: Arc::new(fleet),
             allowed: None,
             owner_stack: None,
+            cluster_poll: DEFAULT_CLUSTER_POLL,
+            cluster_wait_limit: CLUSTER_WAIT_LIMIT,
         }
     }
 
     /// As deployed: the grant and the owning stack from the function's own configuration
     /// (`EKS_GRANT_*`, `EKS_OWNER_STACK_ID`, set by the template), so that whoever can invoke
     /// the function cannot ask for another principal, policy or stack.
+    /// `EKS_CLUSTER_POLL_SECONDS` (0.05-300, default 15) paces the wait for a new cluster;
+    /// the local deploy sets it to run at a hundredth of the production pace.
     pub fn from_env(fleet: F) -> Self {
+        let cluster_poll = std::env::var("EKS_CLUSTER_POLL_SECONDS")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| (0.05..=300.0).contains(s))
+            .map_or(DEFAULT_CLUSTER_POLL, std::time::Duration::from_secs_f64);
         EksAccessEntries {
-            fleet: Arc::new(fleet),
             allowed: Some(Grant::from_env()),
             owner_stack: std::env::var("EKS_OWNER_STACK_ID").ok(),
+            cluster_poll,
+            ..EksAccessEntries::new(fleet)
         }
     }
 
@@ -287,7 +314,7 @@ impl<F: Fleet> EksAccessEntries<F> {
             }
         };
         self.check(&progress, &owner)?;
-        match self.run(ctx, progress).await {
+        match self.run(ctx, progress, None).await {
             RunResult::Unfinished(progress) => {
                 tracing::info!(
                     done = progress.done.chars().filter(|c| *c != '0').count(),
@@ -306,6 +333,11 @@ impl<F: Fleet> EksAccessEntries<F> {
             }
         }
     }
+}
+
+/// The state an own event hands on to its next invocation.
+fn state_value<T: serde::Serialize>(state: T) -> serde_json::Value {
+    serde_json::to_value(state).expect("progress and waits serialize")
 }
 
 /// The physical ID of this stack's access entries resource: the rollback's Delete of a failed
@@ -335,28 +367,51 @@ impl<F: Fleet> CustomResource for EksAccessEntries<F> {
         Some(physical_id(&req.logical_resource_id))
     }
 
-    /// The scheduled reconcile (the EventBridge rule's input).
-    const OWN_EVENT_KEY: Option<&'static str> = Some(SCHEDULED_KEY);
+    /// The scheduled reconcile (the schedule rule's input) and a cluster's CloudTrail event
+    /// (the cluster-events rule's transformed input).
+    const OWN_EVENT_KEYS: &'static [&'static str] = &[SCHEDULED_KEY, CLUSTER_EVENT_KEY];
 
     async fn own_event(
         &self,
         ctx: &Context,
+        key: &'static str,
         input: &serde_json::Value,
         continuation: Option<serde_json::Value>,
     ) -> HandlerResult<Option<serde_json::Value>> {
-        let input: ScheduledInput = serde_json::from_value(input.clone())
-            .map_err(|e| ScheduledError(format!("not a scheduled reconcile input: {e}")))?;
-        // Checked again by every continuation: a run stops when an operation begins.
-        let status = self
+        let stack_id = input["StackId"].as_str().unwrap_or_default();
+        // Checked again by every continuation: a run stops when an operation begins (the
+        // operation's own reconcile, or the next scheduled one, covers what it leaves).
+        let seen = self
             .fleet
-            .stack_status(&input.stack_id)
+            .stack_state(stack_id)
             .await
             .map_err(|e| ScheduledError(format!("cannot read the stack's status: {e}")))?;
-        if !STACK_AT_REST.contains(&status.as_str()) {
-            tracing::info!(stack_status = %status, "scheduled reconcile skipped: the stack is changing; the next run reconciles");
+        if !seen.at_rest() {
+            tracing::info!(stack_status = %seen.status, event = key, "skipped: the stack is changing; the next scheduled run reconciles");
             return Ok(None);
         }
-        let unfinished = self.scheduled(ctx, &input, continuation).await?;
-        Ok(unfinished.map(|progress| serde_json::to_value(progress).expect("progress serializes")))
+        let guard = StackGuard {
+            stack_id: stack_id.to_string(),
+            seen,
+            function_arn: ctx.invoked_function_arn.clone(),
+        };
+        match key {
+            CLUSTER_EVENT_KEY => {
+                let input: ClusterEventInput = serde_json::from_value(input.clone())
+                    .map_err(|e| ScheduledError(format!("not a cluster event input: {e}")))?;
+                Ok(self
+                    .cluster_event(ctx, &input, continuation, Some(&guard))
+                    .await?
+                    .map(state_value))
+            }
+            _ => {
+                let input: ScheduledInput = serde_json::from_value(input.clone())
+                    .map_err(|e| ScheduledError(format!("not a scheduled reconcile input: {e}")))?;
+                Ok(self
+                    .scheduled(ctx, &input, continuation, Some(&guard))
+                    .await?
+                    .map(state_value))
+            }
+        }
     }
 }

@@ -84,6 +84,9 @@ pub struct Resolved {
     /// `None` where this account may not list accounts.
     pub active_account_count: Option<usize>,
     pub regions: Vec<String>,
+    /// Of those, the regions every account has (not opt-in): where a StackSet instance in
+    /// each member account cannot fail for the region being off.
+    pub default_regions: Vec<String>,
     /// `None` where this account may not ask.
     pub stacksets_trusted_access: Option<bool>,
 }
@@ -103,6 +106,7 @@ impl Resolved {
                 opt(self.active_account_count.map(|c| c.to_string())),
             )
             .with("Regions", self.regions.join(","))
+            .with("DefaultRegions", self.default_regions.join(","))
             .with(
                 "StackSetsTrustedAccess",
                 opt(self.stacksets_trusted_access.map(|b| b.to_string())),
@@ -131,6 +135,7 @@ pub const DATA_KEYS: &[&str] = &[
     "IsDelegatedAdministrator",
     "ActiveAccountCount",
     "Regions",
+    "DefaultRegions",
     "StackSetsTrustedAccess",
 ];
 
@@ -148,10 +153,13 @@ impl<A: OrgApi> OrgInfo<A> {
         let standing = self.standing(props).await?;
         let regions = async {
             let enabled = self.api.enabled_regions().await?;
-            Ok::<_, OrgError>(api::regions::eks_regions_among(
-                self.api.partition(),
-                &enabled,
-            ))
+            let eks = |by_default_only| {
+                api::regions::eks_regions_among(
+                    self.api.partition(),
+                    &api::EnabledRegion::names(&enabled, by_default_only),
+                )
+            };
+            Ok::<_, OrgError>((eks(false), eks(true)))
         };
         let Standing {
             organization_id,
@@ -161,6 +169,7 @@ impl<A: OrgApi> OrgInfo<A> {
         } = standing;
         if !(is_management_account || is_delegated_administrator) {
             // A member allowed to proceed: only what a member may read.
+            let (regions, default_regions) = regions.await?;
             return Ok(Resolved {
                 root_id: props.root_id.clone().unwrap_or_default(),
                 organization_id,
@@ -168,12 +177,13 @@ impl<A: OrgApi> OrgInfo<A> {
                 is_management_account,
                 is_delegated_administrator,
                 active_account_count: None,
-                regions: regions.await?,
+                regions,
+                default_regions,
                 stacksets_trusted_access: None,
             });
         }
         let as_delegated_admin = !is_management_account;
-        let (roots, count, trusted, regions) = tokio::try_join!(
+        let (roots, count, trusted, (regions, default_regions)) = tokio::try_join!(
             async { Ok::<_, OrgError>(self.api.root_ids().await?) },
             async { Ok::<_, OrgError>(self.api.active_account_count().await?) },
             async {
@@ -196,6 +206,7 @@ impl<A: OrgApi> OrgInfo<A> {
             is_delegated_administrator,
             active_account_count: Some(count),
             regions,
+            default_regions,
             stacksets_trusted_access: Some(true),
         })
     }

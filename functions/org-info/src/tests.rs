@@ -126,22 +126,30 @@ fn trusted_access(status: &'static str) -> Rule {
     })
 }
 
-/// Two pages: eu-west-1 + a region EKS does not serve, then us-east-1.
+/// Two pages: eu-west-1 + a region EKS does not serve, then us-east-1 and af-south-1, the
+/// one opted into (the others are on by default).
 fn regions_two_pages() -> Rule {
     use aws_sdk_account::operation::list_regions::ListRegionsOutput;
-    use aws_sdk_account::types::Region;
+    use aws_sdk_account::types::{Region, RegionOptStatus};
+    let region = |name: &str, status: RegionOptStatus| {
+        Region::builder()
+            .region_name(name)
+            .region_opt_status(status)
+            .build()
+    };
     mock!(aws_sdk_account::Client::list_regions)
         .sequence()
-        .output(|| {
+        .output(move || {
             ListRegionsOutput::builder()
-                .regions(Region::builder().region_name("eu-west-1").build())
-                .regions(Region::builder().region_name("xx-nowhere-1").build())
+                .regions(region("eu-west-1", RegionOptStatus::EnabledByDefault))
+                .regions(region("xx-nowhere-1", RegionOptStatus::EnabledByDefault))
                 .next_token("page2")
                 .build()
         })
-        .output(|| {
+        .output(move || {
             ListRegionsOutput::builder()
-                .regions(Region::builder().region_name("us-east-1").build())
+                .regions(region("us-east-1", RegionOptStatus::EnabledByDefault))
+                .regions(region("af-south-1", RegionOptStatus::Enabled))
                 .build()
         })
         .repeatedly()
@@ -163,7 +171,15 @@ async fn management_account_gets_every_output_with_regions_in_eks_order() {
         Some(1),
         "suspended accounts do not count"
     );
-    assert_eq!(resolved.regions, vec!["us-east-1", "eu-west-1"]);
+    assert_eq!(
+        resolved.regions,
+        vec!["us-east-1", "af-south-1", "eu-west-1"]
+    );
+    assert_eq!(
+        resolved.default_regions,
+        vec!["us-east-1", "eu-west-1"],
+        "an opt-in region may be off in other accounts"
+    );
     assert_eq!(resolved.stacksets_trusted_access, Some(true));
     let out = resolved.output();
     assert_eq!(out.physical_resource_id.as_deref(), Some(ORG));

@@ -105,7 +105,7 @@ async fn run(
     };
     let requests_before = eks.requests();
     let started = Instant::now();
-    let result = resource.run(&ctx, progress).await;
+    let result = resource.run(&ctx, progress, None).await;
     let wall = started.elapsed();
     let progress = match result {
         RunResult::Finished(p) => p,

@@ -11,37 +11,72 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A scheduled run handed to a function: its invocation's ID, and the function.
+pub(super) type Fired = (String, Arc<Function>);
+
+/// Execution environments per function: Lambda runs a function's concurrent invocations (a
+/// scheduled run, two cluster events, CloudFormation's event) side by side, each in a process
+/// of its own.
+const LAMBDA_ENVIRONMENTS: usize = 3;
+
 /// Every resource type of the template, emulated: custom resources run the real function
 /// binaries; the StackSet deploys the member template in moto; the ECS service stabilises after
 /// a while and its connector becomes known to Apono a while after that; the schedule fires at
-/// random moments for as long as the rule exists; the rest complete after a short delay with
-/// the attributes CloudFormation would give them.
+/// random moments for as long as the rule exists; rules with an event pattern, event buses and
+/// their policies, and Lambda permissions live in the [`EventBridge`] model, which delivers the
+/// fake EKS's CloudTrail events through them; the rest complete after a short delay with the
+/// attributes CloudFormation would give them.
 pub(super) struct LocalCloud<'w> {
     pub(super) world: &'w World,
     pub(super) template: &'w Value,
     pub(super) rng: RefCell<fastrand::Rng>,
     pub(super) schedules: RefCell<BTreeMap<String, tokio::task::JoinHandle<()>>>,
-    pub(super) fired: Arc<AtomicUsize>,
+    /// Scheduled runs handed to a function: the invocation's ID and the function.
+    pub(super) fired: Arc<std::sync::Mutex<Vec<Fired>>>,
+    /// While set, schedules do not fire (an hour is long: a check of the event path holds
+    /// them off).
+    pub(super) schedules_held: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) events: EventBridge,
     pub(super) counter: AtomicUsize,
-    /// The functions that exist now, by ARN.
-    pub(super) functions: RefCell<BTreeMap<String, Arc<Function>>>,
-    /// The roles each StackSet made in the member accounts: (account, role name).
-    pub(super) stack_set_roles: RefCell<BTreeMap<String, Vec<(String, String)>>>,
+    /// The functions that exist now, by ARN (EventBridge's delivery tasks find them here).
+    pub(super) functions: Arc<std::sync::Mutex<BTreeMap<String, Arc<Function>>>>,
+    /// Their configurations as Lambda reports them, by ARN.
+    pub(super) configurations: crate::lambda::Configurations,
+    /// What each StackSet made in the member accounts.
+    pub(super) stack_set_made: RefCell<BTreeMap<String, Vec<Made>>>,
     /// Every StackSet operation's outcome, in order.
-    pub(super) stack_set_reports: RefCell<Vec<OperationReport>>,
+    pub(super) stack_set_reports: RefCell<Vec<(String, OperationReport)>>,
 }
 
 impl<'w> LocalCloud<'w> {
     pub(super) fn new(world: &'w World, template: &'w Value, seed: u64) -> Self {
+        let functions = Arc::default();
+        let organization_of = world
+            .accounts
+            .iter()
+            .map(|a| (a.clone(), world.org.organization_id.clone()))
+            .collect();
+        let events = EventBridge::new(
+            &world.moto.endpoint,
+            Arc::clone(&functions),
+            organization_of,
+            scaled(CLOUDTRAIL_DELAY),
+        );
+        let (trail, recorded) = tokio::sync::mpsc::unbounded_channel();
+        world.eks.on_cloudtrail(trail);
+        events.listen(recorded);
         LocalCloud {
             world,
             template,
             rng: RefCell::new(fastrand::Rng::with_seed(seed)),
             schedules: RefCell::new(BTreeMap::new()),
-            fired: Arc::new(AtomicUsize::new(0)),
+            fired: Arc::default(),
+            schedules_held: Arc::default(),
+            events,
             counter: AtomicUsize::new(0),
-            functions: RefCell::new(BTreeMap::new()),
-            stack_set_roles: RefCell::new(BTreeMap::new()),
+            functions,
+            configurations: Arc::default(),
+            stack_set_made: RefCell::new(BTreeMap::new()),
             stack_set_reports: RefCell::new(Vec::new()),
         }
     }
@@ -68,7 +103,7 @@ impl<'w> LocalCloud<'w> {
 
     /// The live function behind an ARN (a custom resource's ServiceToken, a rule's target).
     pub(super) fn function(&self, arn: &str) -> Option<Arc<Function>> {
-        self.functions.borrow().get(arn).cloned()
+        self.functions.lock().unwrap().get(arn).cloned()
     }
 
     /// The custom resource's event, answered by the real function.
@@ -154,14 +189,28 @@ impl<'w> LocalCloud<'w> {
             .or_else(|| props["Timeout"].as_str()?.parse().ok())
             .unwrap_or(3);
         let timeout = Duration::from_secs(timeout);
+        // What GetFunctionConfiguration reports from now on.
+        let configuration = json!({
+            "FunctionName": name,
+            "FunctionArn": arn,
+            "Environment": {"Variables": props["Environment"]["Variables"]},
+        });
+        self.configurations
+            .lock()
+            .unwrap()
+            .insert(arn.to_string(), configuration);
         let function = Arc::new(
-            Function::start_as(
+            Function::start_deployed(
                 name,
                 arn,
                 &self.world.bin.join(binary),
                 &env,
                 timeout,
                 Some(self.world.authorizer.clone()),
+                crate::lambda::Deployment {
+                    environments: LAMBDA_ENVIRONMENTS,
+                    configurations: Some(self.configurations.clone()),
+                },
             )
             .await,
         );
@@ -171,7 +220,8 @@ impl<'w> LocalCloud<'w> {
             secret: credentials.secret_access_key,
         });
         self.functions
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert(arn.to_string(), function);
         Ok(())
     }
@@ -208,25 +258,55 @@ impl<'w> LocalCloud<'w> {
         })
     }
 
-    pub(super) fn start_schedule(&self, rule: &str, props: &Value) {
+    /// The schedule fires at seeded random moments for as long as the rule exists (its task
+    /// is aborted when the rule is deleted), once the Lambda permission naming the rule exists,
+    /// into the function as it is at that moment.
+    /// As EventBridge starts one invocation per firing and Lambda runs them side by side, a
+    /// firing while the last one still waits in this one process's queue is not queued again:
+    /// scheduled runs never pile up in front of CloudFormation's events.
+    pub(super) fn start_schedule(&self, rule_arn: &str, props: &Value) {
         let input = props["Targets"][0]["Input"].as_str().unwrap_or("{}");
         let event: Value = serde_json::from_str(input).unwrap_or(Value::Null);
-        let Some(function) = self.function(props["Targets"][0]["Arn"].as_str().unwrap_or(""))
-        else {
-            return;
-        };
-        let fired = self.fired.clone();
+        let function_arn = props["Targets"][0]["Arn"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let (fired, held, events, functions) = (
+            self.fired.clone(),
+            self.schedules_held.clone(),
+            self.events.clone(),
+            self.functions.clone(),
+        );
+        let (rule_arn, task_rule) = (rule_arn.to_string(), rule_arn.to_string());
         let delays: Vec<u64> = (0..4)
             .map(|_| self.rng.borrow_mut().u64(200..1500))
             .collect();
-        // For as long as the rule exists (its task is aborted when the rule is deleted).
         let task = tokio::spawn(async move {
             for delay in delays.iter().cycle() {
                 tokio::time::sleep(Duration::from_millis(*delay)).await;
-                function.enqueue(event.clone());
-                fired.fetch_add(1, Ordering::SeqCst);
+                let waiting = fired
+                    .lock()
+                    .unwrap()
+                    .last()
+                    .is_some_and(|(id, f): &Fired| f.is_queued(id));
+                // The function as it is now (an Update of it starts new processes).
+                let function = functions.lock().unwrap().get(&function_arn).cloned();
+                let Some(function) = function else { continue };
+                if held.load(Ordering::SeqCst)
+                    || waiting
+                    || !events.may_invoke(&function_arn, &task_rule)
+                {
+                    continue;
+                }
+                let id = function.enqueue(event.clone());
+                fired.lock().unwrap().push((id, function.clone()));
             }
         });
-        self.schedules.borrow_mut().insert(rule.to_string(), task);
+        self.schedules.borrow_mut().insert(rule_arn, task);
+    }
+
+    /// Scheduled runs handed to the function so far.
+    pub(super) fn fired(&self) -> usize {
+        self.fired.lock().unwrap().len()
     }
 }

@@ -1,11 +1,9 @@
-//! Stacks that must fail and leave nothing, and the schedule's enrolment of a cluster created
-//! after the stack.
+//! Stacks that must fail and leave nothing.
 
 use super::scenario::Scenario;
 use super::*;
 use crate::deploy::{Stack, StackStatus};
 use serde_json::Value;
-use std::time::Duration;
 
 /// Stacks that must fail, and leave nothing: one its rules refuse, one whose Create fails
 /// half-way (a connector Apono never sees), one without a grant its function needs.
@@ -91,43 +89,6 @@ pub(super) async fn failing_stacks(
         &format!("{tag}: without its ssm:GetParameter grant, AccessDenied"),
         removed && refused && denied.physical_ids().is_empty(),
         status_line(&status),
-    );
-}
-
-/// A cluster created after the stack: the next scheduled run gives it its entry.
-pub(super) async fn enrolled_by_the_schedule(
-    report: &mut Report,
-    w: &World,
-    tag: &str,
-    principal: &str,
-    account: &str,
-    reached: usize,
-    ours: &dyn Fn() -> usize,
-) {
-    let account = account.to_string();
-    let region = w.regions[0].clone();
-    w.eks
-        .add_cluster(&account, &region, "created-later", "ACTIVE", "API");
-    w.added_later.set(w.added_later.get() + 1);
-    let appeared = tokio::time::Instant::now();
-    let mut enrolled = None;
-    while appeared.elapsed() < Duration::from_secs(30) {
-        if w.eks
-            .entries(&account, &region, "created-later")
-            .contains_key(principal)
-        {
-            enrolled = Some(appeared.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    report.check(
-        &format!("{tag}: a cluster created after the stack gets its entry from the schedule"),
-        enrolled.is_some() && ours() == w.eligible_clusters(reached),
-        match enrolled {
-            Some(after) => format!("entry {} ms after the cluster appeared", after.as_millis()),
-            None => "no entry after 30 s".to_string(),
-        },
     );
 }
 

@@ -90,10 +90,40 @@ impl Provider for LocalCloud<'_> {
                 }
                 "AWS::Events::Rule" => {
                     self.pause(40).await;
-                    let name = self.name(logical_id, &Value::Null);
-                    self.start_schedule(&name, &props);
-                    let arn = format!("arn:aws:events:{region}:{account}:rule/{name}");
-                    complete(name, &[("Arn", arn)])
+                    let name = self.name(logical_id, &props["Name"]);
+                    // Ref of a rule is its name, on a custom bus "bus|name".
+                    let physical_id = match bus_name(&props) {
+                        "default" => name,
+                        bus => format!("{bus}|{name}"),
+                    };
+                    let arn = self
+                        .put_rule(logical_id, &physical_id, &props)
+                        .map_err(failed(None))?;
+                    complete(physical_id, &[("Arn", arn)])
+                }
+                "AWS::Events::EventBus" => {
+                    self.pause(40).await;
+                    let name = self.name(logical_id, &props["Name"]);
+                    let arn = format!("arn:aws:events:{region}:{account}:event-bus/{name}");
+                    self.events.put_bus(&arn);
+                    complete(name.clone(), &[("Arn", arn), ("Name", name)])
+                }
+                "AWS::Events::EventBusPolicy" => {
+                    self.pause(40).await;
+                    let id = props["StatementId"]
+                        .as_str()
+                        .unwrap_or(logical_id)
+                        .to_string();
+                    self.events
+                        .put_bus_statement(&self.bus_arn(&props), &id, props["Statement"].clone())
+                        .map_err(failed(None))?;
+                    complete(id, &[])
+                }
+                "AWS::Lambda::Permission" => {
+                    self.pause(40).await;
+                    let id = self.name(logical_id, &Value::Null);
+                    self.put_permission(&id, &props);
+                    complete(id, &[])
                 }
                 _ => {
                     self.pause(40).await;
@@ -129,7 +159,7 @@ impl Provider for LocalCloud<'_> {
                         self.account()
                     );
                     if props != old {
-                        self.functions.borrow_mut().remove(&arn);
+                        self.functions.lock().unwrap().remove(&arn);
                         self.start_function(&arn, physical_id, self.binary(logical_id), &props)
                             .await
                             .map_err(failed(Some(physical_id)))?;
@@ -174,16 +204,29 @@ impl Provider for LocalCloud<'_> {
                     complete(physical_id.to_string(), &[])
                 }
                 "AWS::Events::Rule" => {
-                    // EventBridge fires the new input from now on.
-                    if let Some(task) = self.schedules.borrow_mut().remove(physical_id) {
-                        task.abort();
-                    }
-                    self.start_schedule(physical_id, &props);
-                    let arn = format!(
-                        "arn:aws:events:us-east-1:{}:rule/{physical_id}",
-                        self.account()
-                    );
+                    // EventBridge sends the new input (and matches the new pattern) from now on.
+                    self.delete_rule(physical_id);
+                    let arn = self
+                        .put_rule(logical_id, physical_id, &props)
+                        .map_err(failed(Some(physical_id)))?;
                     complete(physical_id.to_string(), &[("Arn", arn)])
+                }
+                "AWS::Events::EventBusPolicy" => {
+                    self.events
+                        .delete_bus_statement(&self.bus_arn(&old), physical_id);
+                    self.events
+                        .put_bus_statement(
+                            &self.bus_arn(&props),
+                            physical_id,
+                            props["Statement"].clone(),
+                        )
+                        .map_err(failed(Some(physical_id)))?;
+                    complete(physical_id.to_string(), &[])
+                }
+                "AWS::Lambda::Permission" => {
+                    self.events.delete_permission(physical_id);
+                    self.put_permission(physical_id, &props);
+                    complete(physical_id.to_string(), &[])
                 }
                 _ => {
                     // Non-custom resources keep their physical ID in the changes this run makes.
@@ -213,9 +256,27 @@ impl Provider for LocalCloud<'_> {
                     }
                 }
                 "AWS::Events::Rule" => {
-                    if let Some(task) = self.schedules.borrow_mut().remove(physical_id) {
-                        task.abort();
-                    }
+                    self.delete_rule(physical_id);
+                    Ok(())
+                }
+                "AWS::Events::EventBus" => {
+                    self.pause(30).await;
+                    let arn = format!(
+                        "arn:aws:events:us-east-1:{}:event-bus/{physical_id}",
+                        self.account()
+                    );
+                    self.events.delete_bus(&arn);
+                    Ok(())
+                }
+                "AWS::Events::EventBusPolicy" => {
+                    self.pause(30).await;
+                    self.events
+                        .delete_bus_statement(&self.bus_arn(&props), physical_id);
+                    Ok(())
+                }
+                "AWS::Lambda::Permission" => {
+                    self.pause(30).await;
+                    self.events.delete_permission(physical_id);
                     Ok(())
                 }
                 "AWS::Lambda::Function" => {
@@ -225,7 +286,8 @@ impl Provider for LocalCloud<'_> {
                         self.account()
                     );
                     // Dropping the last handle stops the process.
-                    self.functions.borrow_mut().remove(&arn);
+                    self.functions.lock().unwrap().remove(&arn);
+                    self.configurations.lock().unwrap().remove(&arn);
                     Ok(())
                 }
                 "AWS::IAM::Role" => {
@@ -286,7 +348,83 @@ fn failed(physical_id: Option<&str>) -> impl FnOnce(String) -> Failure + '_ {
     }
 }
 
+/// The bus a rule or bus policy is on, by name (`Ref` of a bus); `default` when none is named.
+fn bus_name(props: &Value) -> &str {
+    props["EventBusName"]
+        .as_str()
+        .filter(|b| !b.is_empty())
+        .unwrap_or("default")
+}
+
 impl LocalCloud<'_> {
+    /// The ARN of the bus a resource names, in the stack's account and region.
+    fn bus_arn(&self, props: &Value) -> String {
+        format!(
+            "arn:aws:events:us-east-1:{}:event-bus/{}",
+            self.account(),
+            bus_name(props)
+        )
+    }
+
+    /// A rule of the stack (physical ID `name` or `bus|name`): a schedule fires, an event
+    /// pattern goes to the EventBridge model. Its ARN.
+    fn put_rule(
+        &self,
+        logical_id: &str,
+        physical_id: &str,
+        props: &Value,
+    ) -> Result<String, String> {
+        let arn = format!(
+            "arn:aws:events:us-east-1:{}:rule/{}",
+            self.account(),
+            physical_id.replace('|', "/")
+        );
+        if props.get("ScheduleExpression").is_some() {
+            self.start_schedule(&arn, props);
+        }
+        if props.get("EventPattern").is_some() {
+            // As the template has it: a pattern's JSON booleans (`exists: false`) stay booleans.
+            let pattern = &self.template["Resources"][logical_id]["Properties"]["EventPattern"];
+            let rule = Rule {
+                bus_arn: self.bus_arn(props),
+                pattern: pattern.clone(),
+                targets: props["Targets"].as_array().cloned().unwrap_or_default(),
+            };
+            self.events.put_rule(&arn, rule)?;
+        }
+        Ok(arn)
+    }
+
+    fn delete_rule(&self, physical_id: &str) {
+        let arn = format!(
+            "arn:aws:events:us-east-1:{}:rule/{}",
+            self.account(),
+            physical_id.replace('|', "/")
+        );
+        if let Some(task) = self.schedules.borrow_mut().remove(&arn) {
+            task.abort();
+        }
+        self.events.delete_rule(&arn);
+    }
+
+    /// A Lambda permission: `FunctionName` is the function's name (its `Ref`) or ARN.
+    fn put_permission(&self, id: &str, props: &Value) {
+        let function = props["FunctionName"].as_str().unwrap_or_default();
+        let function = match function.starts_with("arn:") {
+            true => function.to_string(),
+            false => format!(
+                "arn:aws:lambda:us-east-1:{}:function:{function}",
+                self.account()
+            ),
+        };
+        self.events.put_permission(
+            id,
+            &function,
+            props["Principal"].as_str().unwrap_or_default(),
+            props["SourceArn"].as_str().unwrap_or_default(),
+        );
+    }
+
     /// The function binary a template resource is built from.
     fn binary(&self, logical_id: &str) -> &str {
         self.template["Resources"][logical_id]["Metadata"]["BuildProperties"]["Binary"]

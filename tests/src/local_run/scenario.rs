@@ -1,10 +1,9 @@
 //! One scenario's lifecycle and the checks made at each step.
 
-use super::failing::{enrolled_by_the_schedule, failing_stacks};
+use super::failing::failing_stacks;
 use super::*;
 use crate::deploy::{Stack, StackStatus};
 use serde_json::Value;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// One scope x connector mode, as a user would deploy it.
@@ -210,7 +209,7 @@ impl Steps<'_> {
     }
 
     /// Every entry of ours for the principals of the reached accounts.
-    fn entries_for(&self, connector: &str) -> usize {
+    pub(super) fn entries_for(&self, connector: &str) -> usize {
         let principals = self.principals(connector);
         principals.iter().map(|p| self.w.ours(p)).sum()
     }
@@ -252,21 +251,11 @@ impl Steps<'_> {
         );
         self.check_reach();
         self.check_trust(&principal).await;
-        let last = &self.reached[self.reached.len() - 1];
-        let principal_there = self.principal_in(last, &principal);
-        let principals = self.principals(&principal);
-        let count = || principals.iter().map(|p| w.ours(p)).sum::<usize>();
-        let reached = self.reached.len();
-        enrolled_by_the_schedule(
-            self.report,
-            w,
-            &tag,
-            &principal_there,
-            last,
-            reached,
-            &count,
-        )
-        .await;
+        let last = self.reached[self.reached.len() - 1].clone();
+        let principal_there = self.principal_in(&last, &principal);
+        self.enrolled_by_the_schedule(&principal_there, &last).await;
+        self.enrolled_by_their_events(&principal).await;
+        self.events_stay_inside_the_targets(&principal).await;
         principal
     }
 
@@ -314,7 +303,7 @@ impl Steps<'_> {
         let w = self.w;
         let since = self.stack.operations.len();
         let params = self.parameters(v2, "renamed-by-update");
-        let writes_before = w.eks.mutations() + w.apono.writes();
+        let (writes_before, eks_before) = (w.eks.mutations() + w.apono.writes(), w.eks.mutations());
         let status = self
             .stack
             .update(self.cloud, &borrowed(&params), self.seed)
@@ -324,7 +313,10 @@ impl Steps<'_> {
         self.report.check(
             &format!("{}: no-op Update sends nothing, writes nothing", self.tag),
             status == StackStatus::UpdateComplete && operations == 0 && writes == 0,
-            format!("{operations} operations, {writes} writes (scheduled runs included)"),
+            format!(
+                "{operations} operations, {writes} writes (scheduled runs included) {:?}",
+                w.eks.mutations_since(eks_before)
+            ),
         );
     }
 
@@ -356,17 +348,24 @@ impl Steps<'_> {
             .any(|r| r.ends_with(&format!("/{CLASHING_ROLE}")));
         member_roles.retain(|r| !r.ends_with(&format!("/{CLASHING_ROLE}")));
         let theirs_kept = theirs || self.scenario.targeting != Targeting::OneBrokenAccount;
+        // Rules and buses of ours: none left, in any account and region.
+        let rules = self.cloud.events.rules_like("arn:aws:events:");
+        let buses = self.cloud.events.buses();
         self.report.check(
             &format!("{tag}: Delete left nothing of ours, everything else"),
             left == 0
                 && integrations == ["team-x-aws"]
                 && w.someone_elses_entry_kept()
                 && member_roles.is_empty()
-                && theirs_kept,
+                && theirs_kept
+                && rules.is_empty()
+                && buses.is_empty(),
             format!(
-                "{left} tagged entries, {} member roles, Apono {integrations:?}, {} scheduled runs fired",
+                "{left} tagged entries, {} member roles, {} EventBridge rules, {} buses, Apono {integrations:?}, {} scheduled runs fired",
                 member_roles.len(),
-                self.cloud.fired.load(Ordering::SeqCst)
+                rules.len(),
+                buses.len(),
+                self.cloud.fired()
             ),
         );
         let accepted = w.rx.accepted();

@@ -1,4 +1,5 @@
-//! The StackSet's member stacks, rendered from its own template in every target account.
+//! The StackSets' member stacks, rendered from their own template in every target account and
+//! region.
 
 use super::*;
 use crate::deploy::{Complete, Failure};
@@ -15,17 +16,34 @@ pub(super) fn props_connector(_template: &Value) -> String {
     CONNECTOR_ID.to_string()
 }
 
-/// One member account's stack: its roles (with their inline policies) and policy resources,
-/// each created once every resource it refers to is (CloudFormation's order: a role whose
-/// policy names another role's `Arn` comes after it), in moto in that account. Each role made
-/// is recorded in `made`.
+/// What a member stack made, for its rollback and its StackSet's Delete.
+#[derive(Debug, Clone)]
+pub(super) enum Made {
+    Role { account: String, name: String },
+    Rule { arn: String },
+}
+
+/// Where a member stack is created: its account (IAM there) and region.
+pub(super) struct MemberStack<'a> {
+    pub(super) iam: &'a aws_sdk_iam::Client,
+    pub(super) events: &'a EventBridge,
+    pub(super) account: &'a str,
+    pub(super) region: &'a str,
+    /// The stack's name, which CloudFormation's generated resource names start with.
+    pub(super) stack_name: String,
+}
+
+/// One member stack: its roles (with their inline policies), policy resources and EventBridge
+/// rules, each created once every resource it refers to is (CloudFormation's order: a role
+/// whose policy names another role's `Arn` comes after it), in moto (IAM) and the EventBridge
+/// model of that account and region. Each thing made is recorded in `made`.
 pub(super) async fn deploy_member_stack(
-    iam: &aws_sdk_iam::Client,
+    at: &MemberStack<'_>,
     template: &Value,
     r: &mut Rendering,
-    account: &str,
-    made: &mut Vec<(String, String)>,
+    made: &mut Vec<Made>,
 ) -> Result<(), String> {
+    let (iam, account) = (at.iam, at.account);
     let graph = crate::cfn::Graph::new(template, r);
     let mut done: std::collections::BTreeSet<String> = Default::default();
     while done.len() < graph.deps.len() {
@@ -51,7 +69,10 @@ pub(super) async fn deploy_member_stack(
                     put_role(iam, &name, &props, true)
                         .await
                         .map_err(|e| format!("{e} in {account}"))?;
-                    made.push((account.to_string(), name.clone()));
+                    made.push(Made::Role {
+                        account: account.to_string(),
+                        name: name.clone(),
+                    });
                     r.attributes
                         .insert((logical_id.clone(), "Ref".into()), name.clone());
                     r.attributes.insert(
@@ -66,6 +87,23 @@ pub(super) async fn deploy_member_stack(
                             .await
                             .map_err(|e| format!("{e} in {account}"))?;
                     }
+                }
+                Some("AWS::Events::Rule") => {
+                    let name = format!("{}-{logical_id}", at.stack_name);
+                    let arn = format!("arn:aws:events:{}:{account}:rule/{name}", at.region);
+                    let rule = Rule {
+                        bus_arn: default_bus(account, at.region),
+                        // As the template has it: JSON booleans stay booleans.
+                        pattern: resource["Properties"]["EventPattern"].clone(),
+                        targets: props["Targets"].as_array().cloned().unwrap_or_default(),
+                    };
+                    at.events
+                        .put_rule(&arn, rule)
+                        .map_err(|e| format!("{e} in {account} {}", at.region))?;
+                    made.push(Made::Rule { arn: arn.clone() });
+                    r.attributes
+                        .insert((logical_id.clone(), "Ref".into()), name);
+                    r.attributes.insert((logical_id.clone(), "Arn".into()), arn);
                 }
                 other => return Err(format!("{logical_id}: type {other:?} is not modelled")),
             }
@@ -106,7 +144,9 @@ pub(super) fn tempfile_with(text: &str) -> Result<TempFile, String> {
 impl LocalCloud<'_> {
     /// The StackSet, as CloudFormation runs it: its template body, rendered with its
     /// parameters in each account of the target OUs (never the management account, where
-    /// service-managed StackSets do not deploy), the roles and policies created there.
+    /// service-managed StackSets do not deploy) and each of its regions, what the template
+    /// makes created there. An account's instances deploy region after region; one that fails
+    /// fails the account (the operation model counts accounts).
     pub(super) async fn stack_set(&self, props: &Value) -> Result<Complete, Failure> {
         let fail = |reason: String| Failure {
             physical_id: None,
@@ -146,19 +186,46 @@ impl LocalCloud<'_> {
             tempfile_with(props["TemplateBody"].as_str().unwrap_or_default()).map_err(fail)?;
         let template = crate::template::template_json_at(body.path());
         let prefs = OperationPreferences::from_props(&props["OperationPreferences"]);
+        let regions: Vec<String> = props["StackInstancesGroup"][0]["Regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        if regions.is_empty()
+            || regions
+                .iter()
+                .any(|r| custom_resource::ids::region(r).is_err())
+        {
+            return Err(fail(format!(
+                "StackInstancesGroup Regions {regions:?} are not regions"
+            )));
+        }
         let made = RefCell::new(Vec::new());
         let report = run_operation(&accounts, &prefs, |account| {
-            let (template, parameters, made) = (&template, &parameters, &made);
+            let (template, parameters, made, regions) = (&template, &parameters, &made, &regions);
             async move {
                 let iam = self.member_iam(&account).await;
-                let mut r = Rendering::in_account(template, parameters, &account);
                 let mut mine = Vec::new();
-                let result = deploy_member_stack(&iam, template, &mut r, &account, &mut mine).await;
+                let mut result = Ok(());
+                for (n, region) in regions.iter().enumerate() {
+                    let at = MemberStack {
+                        iam: &iam,
+                        events: &self.events,
+                        account: &account,
+                        region,
+                        stack_name: format!("StackSet-{name}-{n}"),
+                    };
+                    let mut r =
+                        Rendering::in_account(template, parameters, &account).in_region(region);
+                    result = deploy_member_stack(&at, template, &mut r, &mut mine).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
                 if result.is_err() {
                     // A stack instance whose Create fails rolls its stack back.
-                    for (_, role) in mine.drain(..) {
-                        let _ = delete_role(&iam, &role).await;
-                    }
+                    let _ = self.undo(std::mem::take(&mut mine)).await;
                 }
                 made.borrow_mut().extend(mine);
                 result
@@ -167,22 +234,18 @@ impl LocalCloud<'_> {
         .await;
         println!("         StackSet {name}: {}", report.summary());
         // Whatever was made is the StackSet's, for its Delete (and a failed Create's rollback).
-        self.stack_set_roles
+        self.stack_set_made
             .borrow_mut()
             .insert(physical_id.clone(), made.into_inner());
         let succeeded = report.succeeded();
-        self.stack_set_reports.borrow_mut().push(report);
+        let summary = report.summary();
+        self.stack_set_reports
+            .borrow_mut()
+            .push((name.to_string(), report));
         if !succeeded {
-            let report = self.stack_set_reports.borrow();
             return Err(Failure {
                 physical_id: Some(physical_id.clone()),
-                reason: format!(
-                    "StackSet operation failed: {}",
-                    report
-                        .last()
-                        .map(OperationReport::summary)
-                        .unwrap_or_default()
-                ),
+                reason: format!("StackSet operation failed: {summary}"),
             });
         }
         Ok(Complete {
@@ -280,18 +343,31 @@ impl LocalCloud<'_> {
         roles
     }
 
-    /// Deletes what the StackSet made in every member account, as CloudFormation does when
-    /// the resource is deleted.
+    /// Deletes what the StackSet made in every member account and region, as CloudFormation
+    /// does when the resource is deleted.
     pub(super) async fn delete_stack_set(&self, physical_id: &str) -> Result<(), String> {
         let made = self
-            .stack_set_roles
+            .stack_set_made
             .borrow_mut()
             .remove(physical_id)
             .unwrap_or_default();
-        for (account, role) in made {
-            delete_role(&self.member_iam(&account).await, &role)
-                .await
-                .map_err(|e| format!("{e} in {account}"))?;
+        self.undo(made).await
+    }
+
+    /// Removes what member stacks made: rules first, then roles.
+    async fn undo(&self, made: Vec<Made>) -> Result<(), String> {
+        let (rules, roles): (Vec<Made>, Vec<Made>) = made
+            .into_iter()
+            .partition(|m| matches!(m, Made::Rule { .. }));
+        for made in rules.into_iter().chain(roles) {
+            match made {
+                Made::Rule { arn } => self.events.delete_rule(&arn),
+                Made::Role { account, name } => {
+                    delete_role(&self.member_iam(&account).await, &name)
+                        .await
+                        .map_err(|e| format!("{e} in {account}"))?
+                }
+            }
         }
         Ok(())
     }

@@ -133,7 +133,13 @@ impl Steps<'_> {
         }
         let tag = self.tag.clone();
         let reports = self.cloud.stack_set_reports.borrow();
-        let Some(last) = reports.last() else {
+        let member_roles = format!("apono-member-roles-{CONNECTOR_ID}");
+        let last = reports
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == member_roles)
+            .map(|(_, report)| report);
+        let Some(last) = last else {
             self.report
                 .check(&format!("{tag}: StackSet ran"), false, "no operation");
             return;

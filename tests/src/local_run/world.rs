@@ -128,6 +128,10 @@ impl World {
         let region_refs: Vec<&str> = regions.iter().map(String::as_str).collect();
         let platform = FakePlatform::start(&region_refs).await;
         eks.enforce(authorizer.clone());
+        eks.set_lifecycle(crate::fake_eks::Lifecycle {
+            creating: scaled(CLUSTER_CREATING),
+            updating: scaled(CLUSTER_UPDATING),
+        });
         platform.enforce(authorizer.clone());
 
         let mut env = function_env(&moto, &eks, &platform);
@@ -139,6 +143,11 @@ impl World {
                 "3".to_string(),
             ),
             ("RUST_LOG".to_string(), "debug".to_string()),
+            // The cluster-event wait at the local deploy's pace.
+            (
+                "EKS_CLUSTER_POLL_SECONDS".to_string(),
+                format!("{}", (CLUSTER_POLL / TIME_SCALE).as_secs_f64()),
+            ),
             // Set by whoever deploys the function: the local fake Apono may get the token.
             (
                 apono_integration::ALLOWED_HOSTS_ENV.to_string(),

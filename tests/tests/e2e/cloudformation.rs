@@ -192,6 +192,35 @@ fn every_scenario_orders_what_must_come_first() {
                 "no scheduled reconcile while the entries are created or deleted",
             ));
         }
+        if c("EksClusterEvents") {
+            must.push((
+                "EksClusterEventsRule",
+                "EksAccessEntries",
+                "no cluster event is served while the entries are created or deleted",
+            ));
+            must.push((
+                "EksClusterEventsPermission",
+                "EksClusterEventsRule",
+                "the permission names the rule",
+            ));
+        }
+        if c("OrganizationEksClusterEvents") {
+            must.push((
+                "EksClusterEventsStackSet",
+                "MemberRolesStackSet",
+                "each account's forwarding rule needs the forwarding role the member roles bring",
+            ));
+            must.push((
+                "EksClusterEventsStackSet",
+                "EksEventBusPolicy",
+                "the bus must admit the organization before its accounts forward",
+            ));
+            must.push((
+                "MemberRolesStackSet",
+                "EksEventBus",
+                "the forwarding role may put events on that bus only",
+            ));
+        }
         for (later, earlier, why) in must {
             assert!(
                 g.waits_for(later, earlier),

@@ -452,7 +452,7 @@ async fn the_scheduled_reconcile_adds_an_entry_for_a_cluster_created_after_the_s
         handler_deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         invoked_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:eks".into(),
     };
-    let unfinished = resource.scheduled(&ctx, &input, None).await.unwrap();
+    let unfinished = resource.scheduled(&ctx, &input, None, None).await.unwrap();
     assert!(unfinished.is_none());
     let entry = &b.eks.entries(&b.accounts[1], "eu-west-1", "brand-new")[CONNECTOR];
     assert_eq!(
@@ -607,7 +607,7 @@ async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
         properties: props(CONNECTOR),
     };
     let err = resource
-        .scheduled(&ctx, &other_stack, None)
+        .scheduled(&ctx, &other_stack, None, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("only its own stack"), "{err}");
@@ -617,7 +617,7 @@ async fn a_scheduled_event_for_another_stack_or_principal_is_refused() {
         ..other_stack
     };
     let err = resource
-        .scheduled(&ctx, &other_principal, None)
+        .scheduled(&ctx, &other_principal, None, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("grants only"), "{err}");

@@ -3,6 +3,7 @@
 mod apono;
 mod bad_input;
 mod cloudformation;
+mod cluster_events;
 mod eks;
 mod iam_enforcement;
 mod local_run;
@@ -10,4 +11,5 @@ mod member_template;
 mod network_info;
 mod org_info;
 mod runtime;
+mod stack_guard;
 mod template_contract;

@@ -142,17 +142,82 @@ fn account_scope_has_no_organization_lookup_and_no_stackset() {
 }
 
 #[test]
-fn the_stackset_carries_exactly_the_member_account_template() {
+fn each_stackset_carries_exactly_its_member_template() {
     let template = template_json("template.yaml");
-    let inline = template["Resources"]["MemberRolesStackSet"]["Properties"]["TemplateBody"]
-        .as_str()
-        .unwrap();
-    let file =
-        std::fs::read_to_string(testkit::workspace_root().join("templates/member-account.yaml"))
+    for (stack_set, path) in [
+        ("MemberRolesStackSet", "templates/member-account.yaml"),
+        (
+            "EksClusterEventsStackSet",
+            "templates/member-eks-events.yaml",
+        ),
+    ] {
+        let inline = template["Resources"][stack_set]["Properties"]["TemplateBody"]
+            .as_str()
             .unwrap();
+        let file = std::fs::read_to_string(testkit::workspace_root().join(path)).unwrap();
+        assert_eq!(
+            inline.trim_end(),
+            file.trim_end(),
+            "{stack_set}: run scripts/sync-member-template.sh"
+        );
+    }
+}
+
+/// The cluster-events rule hands the function the schedule's reconcile input and the cluster:
+/// in every scope and mode, its transformed input (placeholders filled as EventBridge fills them
+/// from a CloudTrail CreateCluster event) parses as a cluster event whose properties are the
+/// schedule's, and the three rules that match cluster events match the same events.
+#[test]
+fn the_cluster_event_input_is_the_schedules_reconcile_input_plus_the_cluster() {
+    let template = template_json("template.yaml");
+    let resource = |name: &str| &template["Resources"][name]["Properties"];
+    for overrides in RENDERINGS {
+        let r = Rendering::new(&template, overrides);
+        let schedule = substitute(&resource("EksScheduleRule")["Targets"][0]["Input"], &r).unwrap();
+        let schedule: Value = serde_json::from_str(schedule.as_str().unwrap()).unwrap();
+        let target = &resource("EksClusterEventsRule")["Targets"][0]["InputTransformer"];
+        let paths = &target["InputPathsMap"];
+        let mut text = substitute(&target["InputTemplate"], &r)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        for (name, path, value) in [
+            ("account", "$.account", "210987654321"),
+            ("region", "$.region", "eu-west-1"),
+            ("cluster", "$.detail.requestParameters.name", "prod-eu"),
+            ("event", "$.detail.eventName", "CreateCluster"),
+            ("time", "$.time", "2026-12-01T19:14:34Z"),
+        ] {
+            assert_eq!(paths[name], path, "{name}");
+            text = text.replace(&format!("<{name}>"), value);
+        }
+        let input: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let event: eks_access_entries::ClusterEventInput =
+            serde_json::from_value(input["ClusterEvent"].clone()).unwrap();
+        assert_eq!(
+            event.properties, schedule["ScheduledReconcile"]["Properties"],
+            "{overrides:?}"
+        );
+        assert_eq!(
+            (event.cluster.as_str(), event.account.as_str()),
+            ("prod-eu", "210987654321")
+        );
+        check::<eks_access_entries::EksProps>(event.properties).unwrap();
+    }
+    let member = template_json("templates/member-eks-events.yaml");
+    let pattern = &resource("EksClusterEventsRule")["EventPattern"];
     assert_eq!(
-        inline.trim_end(),
-        file.trim_end(),
-        "run: scripts/sync-member-template.sh"
+        pattern,
+        &resource("EksOwnAccountEventsRule")["EventPattern"]
+    );
+    assert_eq!(
+        pattern,
+        &member["Resources"]["ForwardEksClusterEvents"]["Properties"]["EventPattern"]
+    );
+    assert_eq!(
+        pattern["detail"]["eventName"],
+        serde_json::json!(eks_access_entries::CLUSTER_EVENT_NAMES),
+        "the rule forwards exactly the events the function takes"
     );
 }
