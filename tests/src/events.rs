@@ -44,6 +44,12 @@ impl Event {
         self
     }
 
+    /// The stack the event comes from.
+    pub fn stack_id(mut self, id: &str) -> Event {
+        self.0["StackId"] = json!(id);
+        self
+    }
+
     pub fn logical_id(mut self, id: &str) -> Event {
         self.0["LogicalResourceId"] = json!(id);
         self

@@ -249,6 +249,21 @@ impl FakeEks {
         })
     }
 
+    /// Where entries for `principal` carrying the tag `tag` are: `account/region/cluster`.
+    pub fn clusters_with_tagged(&self, principal: &str, tag: &str) -> Vec<String> {
+        self.with(|s| {
+            s.clusters
+                .iter()
+                .filter(|(_, c)| {
+                    c.entries
+                        .get(principal)
+                        .is_some_and(|e| e.tags.contains_key(tag))
+                })
+                .map(|((a, r, n), _)| format!("{a}/{r}/{n}"))
+                .collect()
+        })
+    }
+
     pub fn deny_account(&self, account: &str) {
         self.with(|s| s.denied.insert(account.into()));
     }

@@ -1,4 +1,5 @@
-//! `scripts/local-run.sh [--accounts N] [--ous N] [--regions N]`: the whole lifecycle on this machine.
+//! `scripts/local-run.sh [--accounts N] [--ous N] [--regions N] [--only SCENARIO]`: the whole
+//! lifecycle on this machine.
 
 use testkit::local_run::{run, Options};
 
@@ -15,8 +16,13 @@ fn parse_args() -> Result<Options, String> {
             "--accounts" => options.member_accounts = value("--accounts")?,
             "--ous" => options.organizational_units = value("--ous")?,
             "--regions" => options.regions = value("--regions")?.clamp(1, 17),
+            "--only" => {
+                options.only = args
+                    .next()
+                    .ok_or("--only needs a scenario name (or part of one)")?
+            }
             "-h" | "--help" => {
-                println!("usage: local-run [--accounts N (member accounts, default 6)] [--ous N (default 2)] [--regions N (default 3)]");
+                println!("usage: local-run [--accounts N (member accounts, default 6)] [--ous N (default 2)] [--regions N (default 3)] [--only SCENARIO (e.g. \"delegated\")]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}; see --help")),

@@ -28,6 +28,10 @@ const LAMBDA_ENVIRONMENTS: usize = 3;
 /// attributes CloudFormation would give them.
 pub(super) struct LocalCloud<'w> {
     pub(super) world: &'w World,
+    /// The account the stack is deployed in (the management account, or a delegated
+    /// administrator), and the kit's administrator acting there.
+    stack_account: String,
+    stack_config: aws_config::SdkConfig,
     pub(super) template: &'w Value,
     pub(super) rng: RefCell<fastrand::Rng>,
     pub(super) schedules: RefCell<BTreeMap<String, tokio::task::JoinHandle<()>>>,
@@ -49,7 +53,18 @@ pub(super) struct LocalCloud<'w> {
 }
 
 impl<'w> LocalCloud<'w> {
-    pub(super) fn new(world: &'w World, template: &'w Value, seed: u64) -> Self {
+    /// The cloud a stack is deployed into from `stack_account`.
+    pub(super) async fn new(
+        world: &'w World,
+        template: &'w Value,
+        seed: u64,
+        stack_account: &str,
+    ) -> LocalCloud<'w> {
+        let admin = world.moto.sdk_config();
+        let stack_config = match stack_account == world.org.management_account_id {
+            true => admin,
+            false => crate::org::assume_member(&world.moto, &admin, stack_account).await,
+        };
         let functions = Arc::default();
         let organization_of = world
             .accounts
@@ -67,6 +82,8 @@ impl<'w> LocalCloud<'w> {
         events.listen(recorded);
         LocalCloud {
             world,
+            stack_account: stack_account.to_string(),
+            stack_config,
             template,
             rng: RefCell::new(fastrand::Rng::with_seed(seed)),
             schedules: RefCell::new(BTreeMap::new()),
@@ -81,8 +98,14 @@ impl<'w> LocalCloud<'w> {
         }
     }
 
+    /// The stack's account (`AWS::AccountId`).
     pub(super) fn account(&self) -> &str {
-        &self.world.org.management_account_id
+        &self.stack_account
+    }
+
+    /// The kit's administrator in the stack's account (what CloudFormation acts as there).
+    pub(super) fn stack_config(&self) -> &aws_config::SdkConfig {
+        &self.stack_config
     }
 
     /// A short, seeded pause: resources of one wave finish in varying order.
@@ -112,14 +135,17 @@ impl<'w> LocalCloud<'w> {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        // From the stack in its own account, as the template's `AWS::StackId` names it.
+        let stack_id =
+            crate::events::STACK_ID.replace(":123456789012:", &format!(":{}:", self.account()));
         self.world
-            .send(self.function(&token), logical_id, event)
+            .send(self.function(&token), logical_id, event.stack_id(&stack_id))
             .await
     }
 
-    /// IAM in the management account, as the kit's administrator.
+    /// IAM in the stack's account, as the kit's administrator.
     pub(super) fn iam(&self) -> aws_sdk_iam::Client {
-        aws_sdk_iam::Client::new(&self.world.moto.sdk_config())
+        aws_sdk_iam::Client::new(&self.stack_config)
     }
 
     /// IAM in a member account, through its OrganizationAccountAccessRole (how CloudFormation's

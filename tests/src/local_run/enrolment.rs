@@ -68,11 +68,11 @@ impl Steps<'_> {
     /// ACTIVE to the entry, in simulated time.
     pub(super) async fn enrolled_by_their_events(&mut self, principal: &str) {
         let w = self.w;
-        let mgmt = w.org.management_account_id.clone();
+        let own = self.cloud.account().to_string();
         // In another account and region (forwarded by the StackSet's rule), and in the stack's
         // own account and region (its own rule).
-        let mut places = vec![(mgmt.clone(), w.regions[0].clone())];
-        if let Some(member) = self.reached.iter().find(|a| **a != mgmt) {
+        let mut places = vec![(own.clone(), w.regions[0].clone())];
+        if let Some(member) = self.reached.iter().find(|a| **a != own) {
             places.push((member.clone(), w.regions[1 % w.regions.len()].clone()));
         }
         self.hold_schedules().await;
@@ -100,7 +100,7 @@ impl Steps<'_> {
                 &format!(
                     "{}: a cluster created in {} gets its entry from its event",
                     self.tag,
-                    match account == mgmt {
+                    match account == own {
                         true => "this account",
                         false => "a member account, another region,",
                     }

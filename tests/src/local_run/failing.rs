@@ -18,7 +18,9 @@ pub(super) async fn failing_stacks(
     v1: &str,
     seed: u64,
 ) {
-    let mgmt = w.org.management_account_id.clone();
+    // The account the stacks are deployed in: the management account or a delegated
+    // administrator.
+    let mgmt = cloud.account().to_string();
     // A stack whose rules refuse it: nothing may be created.
     let mut refused = Stack::new(template.clone());
     let mut p = Scenario {

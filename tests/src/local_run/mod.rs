@@ -38,6 +38,8 @@ pub struct Options {
     pub regions: usize,
     /// Each scenario runs once per seed; the seed shuffles the order among ready resources.
     pub seeds: Vec<u64>,
+    /// Only the scenarios whose name contains this (all when empty).
+    pub only: String,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             organizational_units: 2,
             regions: 3,
             seeds: vec![1, 2],
+            only: String::new(),
         }
     }
 }
@@ -170,17 +173,20 @@ pub async fn run(options: &Options) -> Report {
             scope: "Organization",
             mode: "Deploy",
             targeting: Targeting::OneBrokenAccount,
-            account_roles: false,
-            managed_connector: false,
-            tokens_as_parameters: false,
+            ..Default::default()
         },
         Scenario {
             scope: "Organization",
             mode: "Existing",
             targeting: Targeting::FirstOuLessOne,
-            account_roles: false,
             managed_connector: true,
-            tokens_as_parameters: false,
+            ..Default::default()
+        },
+        Scenario {
+            scope: "Organization",
+            mode: "Existing",
+            delegated_admin: true,
+            ..Default::default()
         },
         Scenario {
             scope: "Account",
@@ -196,7 +202,10 @@ pub async fn run(options: &Options) -> Report {
         },
     ];
     let mut functions = Vec::new();
-    for (i, scenario) in scenarios.iter().enumerate() {
+    let chosen = scenarios
+        .iter()
+        .filter(|s| s.tag(0).contains(&options.only));
+    for (i, scenario) in chosen.enumerate() {
         for (j, seed) in options.seeds.iter().enumerate() {
             let first = i == 0 && j == 0;
             functions.extend(

@@ -444,7 +444,7 @@ impl LocalCloud<'_> {
 
     /// A secret in moto's Secrets Manager, as the kit's administrator; its ARN.
     async fn put_secret(&self, name: &str, props: &Value) -> Result<String, String> {
-        aws_sdk_secretsmanager::Client::new(&self.world.moto.sdk_config())
+        aws_sdk_secretsmanager::Client::new(self.stack_config())
             .create_secret()
             .name(name)
             .secret_string(props["SecretString"].as_str().unwrap_or_default())
@@ -456,7 +456,7 @@ impl LocalCloud<'_> {
     }
 
     async fn delete_secret(&self, arn: &str) -> Result<(), String> {
-        aws_sdk_secretsmanager::Client::new(&self.world.moto.sdk_config())
+        aws_sdk_secretsmanager::Client::new(self.stack_config())
             .delete_secret()
             .secret_id(arn)
             .force_delete_without_recovery(true)

@@ -20,6 +20,20 @@ pub(super) struct Scenario {
     /// Both tokens given as NoEcho parameters (the stack keeps them in secrets of its own)
     /// instead of a secret and an SSM parameter made beforehand.
     pub(super) tokens_as_parameters: bool,
+    /// Deployed from a member account registered as the StackSets delegated administrator,
+    /// not from the management account.
+    pub(super) delegated_admin: bool,
+}
+
+impl Scenario {
+    /// The scenario's name in the report.
+    pub(super) fn tag(&self, seed: u64) -> String {
+        let from = match self.delegated_admin {
+            true => " from a delegated administrator",
+            false => "",
+        };
+        format!("{}/{}{from} seed {seed}", self.scope, self.mode)
+    }
 }
 
 impl Scenario {
@@ -93,8 +107,12 @@ pub(super) async fn lifecycle(
     failures_too: bool,
 ) -> Vec<FunctionLog> {
     let w = World::new(options, bin).await;
-    let cloud = LocalCloud::new(&w, template, seed);
-    let tag = format!("{}/{} seed {seed}", scenario.scope, scenario.mode);
+    let stack_account = match scenario.delegated_admin {
+        true => w.delegate_stacksets().await,
+        false => w.org.management_account_id.clone(),
+    };
+    let cloud = LocalCloud::new(&w, template, seed, &stack_account).await;
+    let tag = scenario.tag(seed);
     println!(
         "\n== {tag}: organization {} ({} members in {} OUs), EKS in {} regions",
         w.org.organization_id,
@@ -116,7 +134,7 @@ pub(super) async fn lifecycle(
         failing_stacks(report, &w, &cloud, template, scenario, &tag, &v1, seed).await;
     }
     let mut stack = Stack::new(template.clone());
-    stack.set_account(&mgmt);
+    stack.set_account(&stack_account);
     let (reached, targets) = reach(&w, scenario).await;
     let mut steps = Steps {
         report,
@@ -187,9 +205,7 @@ impl Steps<'_> {
     pub(super) fn principal_in(&self, account: &str, connector: &str) -> String {
         match self.scenario.account_roles {
             false => connector.to_string(),
-            true if account == self.w.org.management_account_id
-                && self.scenario.scope == "Organization" =>
-            {
+            true if account == self.cloud.account() && self.scenario.scope == "Organization" => {
                 role(account, &format!("apono-management-{CONNECTOR_ID}"))
             }
             true => role(account, &format!("apono-cross-account-{CONNECTOR_ID}")),
@@ -293,7 +309,11 @@ impl Steps<'_> {
         self.report.check(
             &format!("{tag}: entries follow the connector role"),
             moved && w.someone_elses_entry_kept(),
-            format!("{now} for the current role, {before} of ours left for the old one"),
+            format!(
+                "{now} for the current role, {before} of ours left for the old one {:?}",
+                w.eks
+                    .clusters_with_tagged(v1, eks_access_entries::eks::STACK_TAG)
+            ),
         );
         new_principal
     }

@@ -171,15 +171,9 @@ impl LocalCloud<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        // CloudFormation takes a service-managed StackSet as SELF only from the management
-        // account (where the local deploy runs), as DELEGATED_ADMIN only from a registered
-        // delegated administrator.
-        if let Some(call_as) = props["CallAs"].as_str().filter(|c| *c != "SELF") {
-            return Err(fail(format!(
-                "CallAs {call_as} is refused from the management account {}",
-                self.account()
-            )));
-        }
+        self.check_call_as(props["CallAs"].as_str().unwrap_or("SELF"))
+            .await
+            .map_err(fail)?;
         let targets = &props["StackInstancesGroup"][0]["DeploymentTargets"];
         let accounts = self.target_accounts(targets).await.map_err(fail)?;
         let body =
@@ -252,6 +246,35 @@ impl LocalCloud<'_> {
             physical_id: physical_id.clone(),
             attributes: BTreeMap::from([("StackSetId".to_string(), physical_id)]),
         })
+    }
+
+    /// CloudFormation takes a service-managed StackSet as SELF only from the management
+    /// account, as DELEGATED_ADMIN only from an account registered as the StackSets delegated
+    /// administrator (AWS Organizations' record, read as the management account).
+    async fn check_call_as(&self, call_as: &str) -> Result<(), String> {
+        let account = self.account();
+        let management = account == self.world.org.management_account_id;
+        let delegated = || async {
+            aws_sdk_organizations::Client::new(&self.world.moto.sdk_config())
+                .list_delegated_administrators()
+                .service_principal(org_info::api::STACKSETS_SERVICE_PRINCIPAL)
+                .send()
+                .await
+                .map(|out| {
+                    out.delegated_administrators()
+                        .iter()
+                        .any(|d| d.id() == Some(account))
+                })
+                .unwrap_or(false)
+        };
+        match call_as {
+            "SELF" if management => Ok(()),
+            "DELEGATED_ADMIN" if !management && delegated().await => Ok(()),
+            other => Err(format!(
+                "CallAs {other} is refused from account {account} (the management account is {})",
+                self.world.org.management_account_id
+            )),
+        }
     }
 
     /// The accounts a StackSet's `DeploymentTargets` name: those in its OUs (and every OU

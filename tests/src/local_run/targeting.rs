@@ -35,6 +35,11 @@ pub(super) async fn reach(w: &World, scenario: &Scenario) -> (Vec<String>, Vec<(
     if scenario.scope != "Organization" {
         return (vec![mgmt], Vec::new());
     }
+    if scenario.delegated_admin {
+        // Every member, the delegated administrator's own account among them; never the
+        // management account, where no StackSet deploys the member roles.
+        return (members.clone(), Vec::new());
+    }
     match scenario.targeting {
         Targeting::Everything => (w.accounts.clone(), Vec::new()),
         Targeting::FirstOuLessOne => {

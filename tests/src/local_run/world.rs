@@ -210,6 +210,31 @@ impl World {
         }
     }
 
+    /// Registers a member account as the StackSets delegated administrator (as the
+    /// management account does) and gives it the Apono token in SSM, as its stack expects;
+    /// that account.
+    pub(super) async fn delegate_stacksets(&self) -> String {
+        let delegate = self.org.member_account_ids[self.org.member_account_ids.len() - 1].clone();
+        let admin = self.moto.sdk_config();
+        aws_sdk_organizations::Client::new(&admin)
+            .register_delegated_administrator()
+            .account_id(&delegate)
+            .service_principal(org_info::api::STACKSETS_SERVICE_PRINCIPAL)
+            .send()
+            .await
+            .expect("register the delegated administrator");
+        let there = crate::org::assume_member(&self.moto, &admin, &delegate).await;
+        aws_sdk_ssm::Client::new(&there)
+            .put_parameter()
+            .name(TOKEN_PARAMETER)
+            .value(TOKEN)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .expect("SSM parameter in the delegated administrator");
+        delegate
+    }
+
     /// Entries carrying this stack's tags, for `principal`.
     pub(super) fn ours(&self, principal: &str) -> usize {
         self.eks.entries_tagged(principal, STACK_TAG)

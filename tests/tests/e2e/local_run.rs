@@ -7,6 +7,7 @@ async fn the_local_run_completes_every_lifecycle_step() {
         organizational_units: 2,
         regions: 2,
         seeds: vec![1, 2],
+        only: String::new(),
     })
     .await;
     let failed: Vec<_> = report.steps.iter().filter(|s| !s.ok).collect();
