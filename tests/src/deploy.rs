@@ -144,12 +144,10 @@ impl Stack {
             .cloned()
     }
 
-    fn rendering_for(&self, overrides: &[(&str, &str)]) -> Rendering {
-        let mut rendering = Rendering::new(&self.template, overrides);
-        if let Some(account) = &self.account_id {
-            rendering.account_id = account.clone();
-        }
-        rendering
+    /// The parameters as CloudFormation takes them: the given ones, the rest their defaults.
+    fn rendering_for(&self, overrides: &[(&str, &str)]) -> Result<Rendering, String> {
+        let account = self.account_id.as_deref().unwrap_or("111111111111");
+        Rendering::deployed(&self.template, overrides, account)
     }
 
     pub fn template(&self) -> &Value {
@@ -221,7 +219,10 @@ impl Stack {
         seed: u64,
     ) -> StackStatus {
         assert!(self.deployed.is_empty(), "the stack exists already");
-        let mut rendering = self.rendering_for(overrides);
+        let mut rendering = match self.rendering_for(overrides) {
+            Ok(rendering) => rendering,
+            Err(why) => return StackStatus::Refused(why),
+        };
         if let Err(why) = check_rules(&self.template, &rendering.params) {
             return StackStatus::Refused(why);
         }
@@ -302,7 +303,10 @@ impl Stack {
         overrides: &[(&str, &str)],
         seed: u64,
     ) -> StackStatus {
-        let mut rendering = self.rendering_for(overrides);
+        let mut rendering = match self.rendering_for(overrides) {
+            Ok(rendering) => rendering,
+            Err(why) => return StackStatus::Refused(why),
+        };
         if let Err(why) = check_rules(&self.template, &rendering.params) {
             return StackStatus::Refused(why);
         }

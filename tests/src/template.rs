@@ -100,10 +100,37 @@ impl Rendering {
 
     /// The rendering in `account_id` (a StackSet's member stack).
     pub fn in_account(template: &Value, overrides: &[(&str, &str)], account_id: &str) -> Rendering {
-        let mut params = parameter_values_given(template, overrides);
-        for (name, value) in overrides {
-            params.insert(name.to_string(), json!(value));
+        let params = parameter_values_given(template, overrides);
+        Rendering::with_params(template, params, account_id)
+    }
+
+    /// What CloudFormation renders for a stack created with `given` parameters: every other
+    /// parameter takes its `Default`, and one without a default must be given (no sample value
+    /// stands in, as in [`Rendering::new`]).
+    pub fn deployed(
+        template: &Value,
+        given: &[(&str, &str)],
+        account_id: &str,
+    ) -> Result<Rendering, String> {
+        let mut params = BTreeMap::new();
+        for (name, spec) in template["Parameters"].as_object().into_iter().flatten() {
+            let value = match given.iter().find(|(n, _)| n == name) {
+                Some((_, value)) => json!(value),
+                None => spec
+                    .get("Default")
+                    .cloned()
+                    .ok_or_else(|| format!("Parameters: [{name}] must have values"))?,
+            };
+            params.insert(name.clone(), value);
         }
+        Ok(Rendering::with_params(template, params, account_id))
+    }
+
+    fn with_params(
+        template: &Value,
+        mut params: BTreeMap<String, Value>,
+        account_id: &str,
+    ) -> Rendering {
         // CloudFormation hands list parameters to the template as lists ("" as [""]).
         for (name, value) in params.iter_mut() {
             let kind = template["Parameters"][name]["Type"].as_str().unwrap_or("");

@@ -46,6 +46,8 @@ pub(super) struct LocalCloud<'w> {
     pub(super) functions: Arc<std::sync::Mutex<BTreeMap<String, Arc<Function>>>>,
     /// Their configurations as Lambda reports them, by ARN.
     pub(super) configurations: crate::lambda::Configurations,
+    /// The connector ID the task definition gives the container (`APONO_CONNECTOR_ID`).
+    pub(super) task_connector_id: RefCell<String>,
     /// What each StackSet made in the member accounts.
     pub(super) stack_set_made: RefCell<BTreeMap<String, Vec<Made>>>,
     /// Every StackSet operation's outcome, in order.
@@ -93,6 +95,7 @@ impl<'w> LocalCloud<'w> {
             counter: AtomicUsize::new(0),
             functions,
             configurations: Arc::default(),
+            task_connector_id: RefCell::default(),
             stack_set_made: RefCell::new(BTreeMap::new()),
             stack_set_reports: RefCell::new(Vec::new()),
         }

@@ -148,8 +148,9 @@ impl Steps<'_> {
         self.release_schedules();
 
         let bus = format!(
-            "arn:aws:events:us-east-1:{}:event-bus/apono-eks-events-{CONNECTOR_ID}",
-            self.cloud.account()
+            "arn:aws:events:us-east-1:{}:event-bus/apono-eks-events-{}",
+            self.cloud.account(),
+            self.connector_id()
         );
         let forged = json!({"source": "apono.test", "detail-type": "AWS API Call via CloudTrail",
             "account": "x", "region": "us-east-1",

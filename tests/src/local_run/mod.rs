@@ -172,7 +172,7 @@ pub async fn run(options: &Options) -> Report {
         Scenario {
             scope: "Organization",
             mode: "Deploy",
-            targeting: Targeting::OneBrokenAccount,
+            minimal: true,
             ..Default::default()
         },
         Scenario {
@@ -186,6 +186,7 @@ pub async fn run(options: &Options) -> Report {
             scope: "Organization",
             mode: "Existing",
             delegated_admin: true,
+            targeting: Targeting::OneBrokenAccount,
             ..Default::default()
         },
         Scenario {

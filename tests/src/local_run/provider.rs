@@ -86,6 +86,16 @@ impl Provider for LocalCloud<'_> {
                     self.pause(40).await;
                     let name = self.name(logical_id, &props["Family"]);
                     let arn = format!("arn:aws:ecs:{region}:{account}:task-definition/{name}:1");
+                    // The ID the container connects to Apono with.
+                    let connector = props["ContainerDefinitions"][0]["Environment"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e["Name"] == "APONO_CONNECTOR_ID")
+                        .and_then(|e| e["Value"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    *self.task_connector_id.borrow_mut() = connector;
                     complete(arn.clone(), &[("TaskDefinitionArn", arn)])
                 }
                 "AWS::Events::Rule" => {
@@ -313,7 +323,7 @@ impl Provider for LocalCloud<'_> {
                     self.pause(300).await;
                     self.world
                         .apono
-                        .add_connector(&props_connector(self.template), "DISCONNECTED");
+                        .add_connector(&self.task_connector_id.borrow(), "DISCONNECTED");
                     Ok(())
                 }
                 _ => {
@@ -471,7 +481,7 @@ impl LocalCloud<'_> {
     async fn start_connector_service(&self, name: &str) -> Result<Complete, Failure> {
         self.pause(700).await;
         let apono = self.world.apono.clone();
-        let connector = props_connector(self.template);
+        let connector = self.task_connector_id.borrow().clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             apono.add_connector(&connector, "CONNECTED");

@@ -23,6 +23,9 @@ pub(super) struct Scenario {
     /// Deployed from a member account registered as the StackSets delegated administrator,
     /// not from the management account.
     pub(super) delegated_admin: bool,
+    /// Only what must be typed (the tokens as parameters, the subnets); the connector ID is
+    /// derived (aws-<account ID>), the VPC from the subnets, the rest defaults.
+    pub(super) minimal: bool,
 }
 
 impl Scenario {
@@ -47,12 +50,14 @@ impl Scenario {
             ("ConnectorMode", self.mode),
             ("AponoConnectorId", CONNECTOR_ID),
             ("AponoApiTokenParameterName", TOKEN_PARAMETER),
-            ("AponoIntegrationName", integration_name),
             ("ConnectorWaitSeconds", "30"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        if !integration_name.is_empty() {
+            p.push(("AponoIntegrationName".into(), integration_name.into()));
+        }
         match self.mode {
             "Deploy" => p.extend(
                 [
@@ -71,12 +76,30 @@ impl Scenario {
         if self.managed_connector {
             p.push(("ConnectorExternalId".into(), MANAGED_EXTERNAL_ID.into()));
         }
-        if self.tokens_as_parameters {
-            p.retain(|(k, _)| k != "ConnectorTokenSecretArn");
+        if self.tokens_as_parameters || self.minimal {
+            p.retain(|(k, _)| k != "ConnectorTokenSecretArn" && k != "AponoApiTokenParameterName");
             p.push(("ConnectorToken".into(), CONNECTOR_TOKEN.into()));
             p.push(("AponoApiToken".into(), TOKEN.into()));
         }
+        if self.minimal {
+            let defaulted = [
+                "Scope",
+                "ConnectorMode",
+                "AponoConnectorId",
+                "ConnectorWaitSeconds",
+            ];
+            p.retain(|(k, _)| !defaulted.contains(&k.as_str()));
+        }
         p
+    }
+
+    /// The connector ID the stack runs with: derived when not typed, as the template derives
+    /// it.
+    pub(super) fn connector_id(&self, stack_account: &str) -> String {
+        match self.minimal {
+            true => format!("aws-{stack_account}"),
+            false => CONNECTOR_ID.to_string(),
+        }
     }
 }
 
@@ -121,7 +144,8 @@ pub(super) async fn lifecycle(
         w.regions.len()
     );
     if scenario.mode == "Existing" {
-        w.apono.add_connector(CONNECTOR_ID, "CONNECTED");
+        w.apono
+            .add_connector(&scenario.connector_id(&stack_account), "CONNECTED");
     }
     let mgmt = w.org.management_account_id.clone();
     // The connector's account: this one, or Apono's for its managed connector.
@@ -190,7 +214,7 @@ impl Steps<'_> {
             // The world's subnets; the VPC derived from them, or given and checked.
             p.retain(|(k, _)| k != "SubnetIds" && k != "VpcId");
             p.push(("SubnetIds".into(), self.w.subnets.join(",")));
-            if self.scenario.scope == "Organization" {
+            if !self.scenario.minimal {
                 p.push(("VpcId".into(), self.w.vpc.clone()));
             }
         }
@@ -200,15 +224,26 @@ impl Steps<'_> {
         p
     }
 
+    /// The connector ID the stack runs with.
+    pub(super) fn connector_id(&self) -> String {
+        self.scenario.connector_id(self.cloud.account())
+    }
+
     /// The principal of the entries in `account`: the connector role, or the account's own
     /// Apono role.
     pub(super) fn principal_in(&self, account: &str, connector: &str) -> String {
         match self.scenario.account_roles {
             false => connector.to_string(),
             true if account == self.cloud.account() && self.scenario.scope == "Organization" => {
-                role(account, &format!("apono-management-{CONNECTOR_ID}"))
+                role(
+                    account,
+                    &format!("apono-management-{}", self.connector_id()),
+                )
             }
-            true => role(account, &format!("apono-cross-account-{CONNECTOR_ID}")),
+            true => role(
+                account,
+                &format!("apono-cross-account-{}", self.connector_id()),
+            ),
         }
     }
 
@@ -240,10 +275,11 @@ impl Steps<'_> {
             .create(self.cloud, &borrowed(&params), self.seed)
             .await;
         show_timeline(&self.stack, since);
+        let typed: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
         self.report.check(
             &format!("{tag}: Create"),
             status == StackStatus::CreateComplete,
-            status_line(&status),
+            format!("{} (typed: {})", status_line(&status), typed.join(", ")),
         );
         let principal = match self.scenario.mode {
             "Deploy" => self

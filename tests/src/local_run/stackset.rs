@@ -10,12 +10,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The connector ID the ECS service runs (its task definition's APONO_CONNECTOR_ID): the local
-/// run always uses [`CONNECTOR_ID`].
-pub(super) fn props_connector(_template: &Value) -> String {
-    CONNECTOR_ID.to_string()
-}
-
 /// What a member stack made, for its rollback and its StackSet's Delete.
 #[derive(Debug, Clone)]
 pub(super) enum Made {

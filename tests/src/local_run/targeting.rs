@@ -23,8 +23,8 @@ pub(super) enum Targeting {
 pub(super) const MANAGED_CONNECTOR_ACCOUNT: &str = "999988887777";
 pub(super) const MANAGED_EXTERNAL_ID: &str = "apono-tenant-4f2a9c";
 
-/// Someone else's role in the broken account, named as the member stack's Apono role.
-/// (`apono-cross-account-` and [`CONNECTOR_ID`]).
+/// Someone else's role in the broken account, named as the member stack's Apono role
+/// (`apono-cross-account-` and [`CONNECTOR_ID`], the ID the scenario with a broken account types).
 pub(super) const CLASHING_ROLE: &str = "apono-cross-account-local-connector";
 
 /// The accounts a scenario reaches and the parameters that target them; a broken account is
@@ -35,13 +35,14 @@ pub(super) async fn reach(w: &World, scenario: &Scenario) -> (Vec<String>, Vec<(
     if scenario.scope != "Organization" {
         return (vec![mgmt], Vec::new());
     }
-    if scenario.delegated_admin {
-        // Every member, the delegated administrator's own account among them; never the
-        // management account, where no StackSet deploys the member roles.
-        return (members.clone(), Vec::new());
-    }
+    // From a delegated administrator every member, its own account among them, and never the
+    // management account, where no StackSet deploys the member roles.
+    let everyone = match scenario.delegated_admin {
+        true => members.clone(),
+        false => w.accounts.clone(),
+    };
     match scenario.targeting {
-        Targeting::Everything => (w.accounts.clone(), Vec::new()),
+        Targeting::Everything => (everyone, Vec::new()),
         Targeting::FirstOuLessOne => {
             // Members are spread over the OUs in turn (`seed_organization`).
             let in_first: Vec<&String> = members.iter().step_by(w.org.ou_ids.len()).collect();
@@ -73,12 +74,7 @@ pub(super) async fn reach(w: &World, scenario: &Scenario) -> (Vec<String>, Vec<(
                 .send()
                 .await
                 .expect("someone else's role");
-            let reached = w
-                .accounts
-                .iter()
-                .filter(|a| *a != broken)
-                .cloned()
-                .collect();
+            let reached = everyone.into_iter().filter(|a| a != broken).collect();
             let targets = vec![("StackSetFailureTolerancePercentage".into(), "34".into())];
             (reached, targets)
         }
@@ -95,10 +91,13 @@ impl Steps<'_> {
         let mut documents = Vec::new();
         for account in &self.reached {
             let (iam, name) = match *account == self.w.org.management_account_id {
-                true => (self.cloud.iam(), format!("apono-management-{CONNECTOR_ID}")),
+                true => (
+                    self.cloud.iam(),
+                    format!("apono-management-{}", self.connector_id()),
+                ),
                 false => (
                     self.cloud.member_iam(account).await,
-                    format!("apono-cross-account-{CONNECTOR_ID}"),
+                    format!("apono-cross-account-{}", self.connector_id()),
                 ),
             };
             let trust = iam
@@ -138,7 +137,7 @@ impl Steps<'_> {
         }
         let tag = self.tag.clone();
         let reports = self.cloud.stack_set_reports.borrow();
-        let member_roles = format!("apono-member-roles-{CONNECTOR_ID}");
+        let member_roles = format!("apono-member-roles-{}", self.connector_id());
         let last = reports
             .iter()
             .rev()

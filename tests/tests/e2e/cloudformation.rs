@@ -120,6 +120,23 @@ fn rule_assertions_stop_an_incomplete_stack_with_their_description() {
         (&[("ConnectorMode", "Existing"), EXISTING_ROLE], None),
         (
             &[
+                ("ConnectorMode", "Existing"),
+                EXISTING_ROLE,
+                ("AponoConnectorId", ""),
+            ],
+            Some("needs AponoConnectorId"),
+        ),
+        (
+            &[
+                ("ConnectorMode", "Deploy"),
+                DEPLOY_NETWORK[1],
+                ("ConnectorToken", "apono-connector-token"),
+                ("AponoConnectorId", ""),
+            ],
+            None,
+        ),
+        (
+            &[
                 ("ConnectorMode", "Deploy"),
                 DEPLOY_NETWORK[0],
                 DEPLOY_NETWORK[1],

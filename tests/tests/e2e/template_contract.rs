@@ -221,3 +221,47 @@ fn the_cluster_event_input_is_the_schedules_reconcile_input_plus_the_cluster() {
         "the rule forwards exactly the events the function takes"
     );
 }
+
+/// Deploy mode without a typed connector ID: the connector, its roles in every account, the
+/// functions and the StackSets all take `aws-<account ID>`, and no name is left half-empty.
+#[test]
+fn an_untyped_connector_id_is_derived_from_the_account_everywhere() {
+    let template = template_json("template.yaml");
+    let overrides = [
+        ("ConnectorMode", "Deploy"),
+        ("SubnetIds", "subnet-0abc12345"),
+        ("ConnectorToken", "apono-connector-token"),
+        ("AponoApiToken", "apono-api-token"),
+        ("AponoConnectorId", ""),
+    ];
+    let r = Rendering::new(&template, &overrides);
+    let rendered = substitute(&template["Resources"], &r).unwrap();
+    let text = rendered.to_string();
+    let derived = "aws-111111111111";
+    for (resource, pointer) in [
+        ("EksAccessEntriesFunction", "/Properties/FunctionName"),
+        ("AponoAccountRole", "/Properties/RoleName"),
+        ("MemberRolesStackSet", "/Properties/StackSetName"),
+        ("EksClusterEventsStackSet", "/Properties/StackSetName"),
+        ("EksEventBus", "/Properties/Name"),
+        ("AponoIntegration", "/Properties/ConnectorId"),
+    ] {
+        let value = rendered[resource]
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        assert!(value.ends_with(derived), "{resource}{pointer}: {value:?}");
+    }
+    let member = &rendered["MemberRolesStackSet"]["Properties"]["Parameters"];
+    assert!(member
+        .to_string()
+        .contains(&format!("\"ParameterValue\":\"{derived}\"")));
+    for half_empty in [
+        "apono-eks-\"",
+        "apono-eks-access-\"",
+        "cross-account-\"",
+        "-events-\"",
+    ] {
+        assert!(!text.contains(half_empty), "a name ends in {half_empty}");
+    }
+}
