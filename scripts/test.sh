@@ -6,7 +6,7 @@ scripts/bootstrap.sh --packaging
 export PATH="$PWD/.venv/bin:$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=0
 
-step() { printf '\n== %s\n' "$*" >&2; }
+step() { printf "\n== %s (%d s into the run)\n" "$*" "$SECONDS" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -38,4 +38,4 @@ fi
 
 # One closing line for the whole run (the builds above print after cargo's own summaries).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+     END { printf "tests: %d passed, %d failed; %d s in all\n", p, f, secs }' secs="$SECONDS" "$results"

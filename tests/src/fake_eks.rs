@@ -26,6 +26,8 @@ pub struct Entry {
     /// policy ARN -> access scope JSON
     pub policies: BTreeMap<String, Value>,
     pub created: Instant,
+    /// When its first access policy was associated: from then on the principal has access.
+    pub granted: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,8 +94,8 @@ pub struct ClusterHistory {
     pub status: String,
     pub active_since: Option<Instant>,
     pub described: Vec<Instant>,
-    /// When each principal's entry was created.
-    pub entries: BTreeMap<String, Instant>,
+    /// When each principal got access: its entry created and an access policy associated.
+    pub granted: BTreeMap<String, Instant>,
 }
 
 type Key = (String, String, String);
@@ -192,10 +194,10 @@ impl FakeEks {
                 status: c.status.clone(),
                 active_since: c.active_since,
                 described: c.described.clone(),
-                entries: c
+                granted: c
                     .entries
                     .iter()
-                    .map(|(p, e)| (p.clone(), e.created))
+                    .filter_map(|(p, e)| Some((p.clone(), e.granted?)))
                     .collect(),
             }
         })
@@ -212,6 +214,7 @@ impl FakeEks {
                     principal.into(),
                     Entry {
                         created: Instant::now(),
+                        granted: Some(Instant::now()),
                         tags: BTreeMap::from([("owner".into(), "platform-team".into())]),
                         policies: BTreeMap::from([(
                             "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy".into(),
@@ -864,6 +867,7 @@ fn access_entries(
                 tags,
                 policies: BTreeMap::new(),
                 created: Instant::now(),
+                granted: None,
             };
             let answer = entry_json(account, region, name, &principal, &entry);
             cluster.entries.insert(principal, entry);
@@ -921,6 +925,7 @@ fn entry_call(
             let arn = body["policyArn"].as_str().unwrap_or_default().to_string();
             let scope = body["accessScope"].clone();
             entry.policies.insert(arn.clone(), scope.clone());
+            entry.granted.get_or_insert_with(Instant::now);
             axum::Json(json!({"clusterName": name, "principalArn": principal, "associatedAccessPolicy": {"policyArn": arn, "accessScope": scope, "associatedAt": 1_700_000_000, "modifiedAt": 1_700_000_000}})).into_response()
         }
         ("DELETE", ["access-policies", policy]) => {

@@ -125,10 +125,10 @@ async fn a_new_cluster_gets_its_entry_once_active_and_no_other_cluster_is_touche
     assert!(b.has_entry(&mgmt, "brand-new"));
     let history = b.eks.history(&mgmt, "us-east-1", "brand-new");
     let active = history.active_since.expect("it became ACTIVE");
-    let entry = history.entries[CONNECTOR];
+    let entry = history.granted[CONNECTOR];
     assert!(
         entry.duration_since(active) < Duration::from_millis(500),
-        "within a poll of ACTIVE: {:?}",
+        "access within a poll of ACTIVE: {:?}",
         entry.duration_since(active)
     );
     assert!(
