@@ -147,6 +147,40 @@ impl FakeEks {
         }
     }
 
+    /// Creates a cluster through this fake's EKS API, as an administrator would, with `config`'s
+    /// credentials (its account) in `region`: CREATING at first, ACTIVE after a while, and
+    /// recorded in CloudTrail.
+    pub async fn create_cluster_as(
+        &self,
+        config: &aws_config::SdkConfig,
+        region: &str,
+        name: &str,
+        cluster_role_arn: &str,
+    ) {
+        let eks = aws_sdk_eks::Client::from_conf(
+            aws_sdk_eks::config::Builder::from(config)
+                .region(aws_config::Region::new(region.to_string()))
+                .endpoint_url(self.url())
+                .build(),
+        );
+        eks.create_cluster()
+            .name(name)
+            .role_arn(cluster_role_arn)
+            .resources_vpc_config(
+                aws_sdk_eks::types::VpcConfigRequest::builder()
+                    .subnet_ids("subnet-0abc12345")
+                    .build(),
+            )
+            .access_config(
+                aws_sdk_eks::types::CreateAccessConfigRequest::builder()
+                    .authentication_mode(aws_sdk_eks::types::AuthenticationMode::Api)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateCluster {name}: {:?}", e.into_service_error()));
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -371,21 +371,28 @@ async fn init_error(body: Bytes) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+/// Lambda's answer when the caller's IAM does not allow `action` on this function; `None`
+/// when it does (or no authorizer is set).
+async fn refusal(shared: &Shared, headers: &HeaderMap, action: &str) -> Option<Response> {
+    let authorizer = shared.authorizer.as_ref()?;
+    let denied = authorizer
+        .check(headers, action, &shared.function_arn)
+        .await
+        .err()?;
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            [("x-amzn-errortype", "AccessDeniedException")],
+            axum::Json(serde_json::json!({ "Message": denied })),
+        )
+            .into_response(),
+    )
+}
+
 /// Lambda's GetFunctionConfiguration: the function's configuration as it is now.
 async fn configuration_api(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    let action = "lambda:GetFunctionConfiguration";
-    if let Some(authorizer) = &shared.authorizer {
-        if let Err(denied) = authorizer
-            .check(&headers, action, &shared.function_arn)
-            .await
-        {
-            return (
-                StatusCode::FORBIDDEN,
-                [("x-amzn-errortype", "AccessDeniedException")],
-                axum::Json(serde_json::json!({ "Message": denied })),
-            )
-                .into_response();
-        }
+    if let Some(denied) = refusal(&shared, &headers, "lambda:GetFunctionConfiguration").await {
+        return denied;
     }
     let configuration = shared
         .configurations
@@ -420,19 +427,8 @@ async fn invoke_api(
         )
             .into_response();
     }
-    if let Some(authorizer) = &shared.authorizer {
-        let invoke = "lambda:InvokeFunction";
-        if let Err(denied) = authorizer
-            .check(&headers, invoke, &shared.function_arn)
-            .await
-        {
-            return (
-                StatusCode::FORBIDDEN,
-                [("x-amzn-errortype", "AccessDeniedException")],
-                axum::Json(serde_json::json!({ "Message": denied })),
-            )
-                .into_response();
-        }
+    if let Some(denied) = refusal(&shared, &headers, "lambda:InvokeFunction").await {
+        return denied;
     }
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     {

@@ -251,28 +251,10 @@ impl Steps<'_> {
             true => admin,
             false => crate::org::assume_member(&self.w.moto, &admin, account).await,
         };
-        let eks = aws_sdk_eks::Client::from_conf(
-            aws_sdk_eks::config::Builder::from(&config)
-                .region(aws_config::Region::new(region.to_string()))
-                .endpoint_url(self.w.eks.url())
-                .build(),
-        );
-        eks.create_cluster()
-            .name(name)
-            .role_arn(role(account, "eks-cluster"))
-            .resources_vpc_config(
-                aws_sdk_eks::types::VpcConfigRequest::builder()
-                    .subnet_ids("subnet-0abc12345")
-                    .build(),
-            )
-            .access_config(
-                aws_sdk_eks::types::CreateAccessConfigRequest::builder()
-                    .authentication_mode(aws_sdk_eks::types::AuthenticationMode::Api)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("CreateCluster {name}: {:?}", e.into_service_error()));
+        self.w
+            .eks
+            .create_cluster_as(&config, region, name, &role(account, "eks-cluster"))
+            .await;
     }
 
     /// Waits until `principal` has access to the cluster (its entry and an access policy), and

@@ -98,14 +98,7 @@ impl World {
 
         // What was there before the stack: a token in SSM, someone else's integration,
         // clusters in every mode and status, someone else's access entry.
-        aws_sdk_ssm::Client::new(&config)
-            .put_parameter()
-            .name(TOKEN_PARAMETER)
-            .value(TOKEN)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .send()
-            .await
-            .expect("SSM parameter");
+        put_api_token(&config).await;
         let (vpc, subnets) = connector_network(&config).await;
         let apono = FakeApono::start(TOKEN).await;
         apono.add_integration("team-x-aws", "aws-account", "team-x-connector");
@@ -224,14 +217,7 @@ impl World {
             .await
             .expect("register the delegated administrator");
         let there = crate::org::assume_member(&self.moto, &admin, &delegate).await;
-        aws_sdk_ssm::Client::new(&there)
-            .put_parameter()
-            .name(TOKEN_PARAMETER)
-            .value(TOKEN)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .send()
-            .await
-            .expect("SSM parameter in the delegated administrator");
+        put_api_token(&there).await;
         delegate
     }
 
@@ -265,4 +251,16 @@ pub(super) struct FunctionLog {
     pub(super) name: String,
     pub(super) text: String,
     pub(super) secret: String,
+}
+
+/// The Apono API token as the README asks a user to store it: an SSM SecureString.
+async fn put_api_token(config: &aws_config::SdkConfig) {
+    aws_sdk_ssm::Client::new(config)
+        .put_parameter()
+        .name(TOKEN_PARAMETER)
+        .value(TOKEN)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("SSM parameter");
 }

@@ -59,23 +59,14 @@ impl Bench {
 
     /// A cluster created through the EKS API in the management account: CREATING at first.
     async fn create_cluster(&self, name: &str) {
-        let eks = aws_sdk_eks::Client::from_conf(
-            aws_sdk_eks::config::Builder::from(&self.moto.sdk_config())
-                .endpoint_url(self.eks.url())
-                .build(),
-        );
-        eks.create_cluster()
-            .name(name)
-            .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
-            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-            .access_config(
-                aws_sdk_eks::types::CreateAccessConfigRequest::builder()
-                    .authentication_mode(aws_sdk_eks::types::AuthenticationMode::Api)
-                    .build(),
+        self.eks
+            .create_cluster_as(
+                &self.moto.sdk_config(),
+                "us-east-1",
+                name,
+                "arn:aws:iam::123456789012:role/eks-cluster",
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
     }
 
     fn has_entry(&self, account: &str, cluster: &str) -> bool {

@@ -239,21 +239,17 @@ async fn the_local_lambda_reports_the_configuration_as_it_is_now() {
         .endpoint_url(format!("http://127.0.0.1:{}", function.port()))
         .build();
     let fleet = AwsFleet::new(moto_free, None).await.unwrap();
-    assert_eq!(
+    let configured_principal = || async {
         fleet
             .configured_grant(FUNCTION)
             .await
             .unwrap()
-            .principal_arn,
-        CONNECTOR
-    );
+            .principal_arn
+    };
+    assert_eq!(configured_principal().await, CONNECTOR);
     set("arn:aws:iam::123456789012:role/apono-connector-v2");
     assert_eq!(
-        fleet
-            .configured_grant(FUNCTION)
-            .await
-            .unwrap()
-            .principal_arn,
+        configured_principal().await,
         "arn:aws:iam::123456789012:role/apono-connector-v2"
     );
 }
