@@ -10,6 +10,7 @@ mod local_run;
 mod member_template;
 mod network_info;
 mod org_info;
+mod packaging;
 mod runtime;
 mod stack_guard;
 mod template_contract;
