@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --packaging
 export PATH="$PWD/.venv/bin:$PATH"
-functions=(-p org-info -p apono-integration -p eks-access-entries)
+functions=(-p org-info -p network-info -p apono-integration -p eks-access-entries)
 
 echo "== cold start and memory (release, $(uname -m))"
 # With the test kit's hooks (loopback response URLs): the bench answers on 127.0.0.1.
@@ -22,7 +22,7 @@ env -u SSL_CERT_FILE -u SSL_CERT_DIR target/debug/bench-lambda --bin-dir target/
 
 echo "== release arm64 zips"
 cargo lambda build --quiet --release --arm64 --output-format zip --lambda-dir target/lambda-zips "${functions[@]}" >/dev/null
-for f in org-info apono-integration eks-access-entries; do
+for f in org-info network-info apono-integration eks-access-entries; do
   printf '| %s | %s bytes |\n' "$f" "$(stat -c %s "target/lambda-zips/$f/bootstrap.zip")"
 done
 
