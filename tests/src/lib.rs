@@ -39,12 +39,16 @@ pub fn venv_tool(name: &str) -> PathBuf {
     }
 }
 
+/// Ports handed to child processes (moto), which bind them only after a second or so of start-up.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// A free TCP port on 127.0.0.1 for a child process to bind (moto). Never the same port twice
-/// in one process: the port is released before the child binds it, so two tests asking at
-/// once must not be told the same one. Another process may still take it in between; the
-/// caller checks that its own child is the one answering (see `Moto::start`).
+/// in one process, and never one this process's own servers hold: the port is released before
+/// the child binds it, and the kernel may hand it to a `bind(0)` in between (seen: moto's
+/// start-up probe answered by a test's response receiver, whose test then counted 3 answers).
+/// Another process may still take it; the caller checks that its own child is the one
+/// answering (see `Moto::start`).
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -58,11 +62,23 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A listener on a free 127.0.0.1 port that no child process has been told to bind.
+pub async fn loopback_listener() -> tokio::net::TcpListener {
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            return listener;
+        }
+    }
+}
+
 /// Serves `app` on a free 127.0.0.1 port; the task ends when aborted (the fakes do on drop).
 pub async fn serve_loopback(app: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
+    let listener = loopback_listener().await;
     let port = listener.local_addr().expect("local address").port();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -124,7 +124,12 @@ impl Moto {
                 .send()
                 .await
             {
-                if r.status().is_success() && matches!(moto.child.try_wait(), Ok(None)) {
+                // moto's answer is a JSON object of its models; anyone else's is not ours.
+                let is_moto = r.status().is_success()
+                    && r.json::<serde_json::Map<String, serde_json::Value>>()
+                        .await
+                        .is_ok();
+                if is_moto && matches!(moto.child.try_wait(), Ok(None)) {
                     return Some(moto);
                 }
             }
