@@ -5,7 +5,7 @@
 fn custom_resource_features(args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args(["tree", "--locked", "--offline", "-e", "features,normal"])
+        .args(["tree", "--locked", "-e", "features,normal"])
         .args(["-i", "custom-resource", "--prefix", "none"])
         .args(args)
         .current_dir(testkit::workspace_root())
